@@ -1,0 +1,50 @@
+"""Small types shared by several parts of the spec: names, secret references, quantities."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, WithJsonSchema
+
+from finetune_operator.api.base import ApiModel
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=63)]
+DnsSubdomain = Annotated[str, Field(pattern=DNS_SUBDOMAIN, min_length=1, max_length=253)]
+
+
+def _quantity_to_str(value: object) -> object:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    Field(pattern=QUANTITY, max_length=64),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY,
+        }
+    ),
+]
+"""A Kubernetes resource quantity such as `4`, `500m`, `16Gi`; numbers are accepted and kept as strings."""
+
+
+class SecretRef(ApiModel):
+    """A reference to a Secret in the FineTuneJob's namespace. Secrets are never written inline."""
+
+    name: DnsSubdomain = Field(description="Name of the Secret, in the same namespace as the FineTuneJob.")
+    key: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description=(
+            "Key inside the Secret. When unset, every key of the Secret is exposed to the trainer as an environment "
+            "variable of the same name (e.g. HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."
+        ),
+    )

@@ -1,0 +1,126 @@
+"""`spec.task` and `spec.dataset`: what the model learns to do, and from which examples."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from finetune_operator.api.base import ApiModel, Rule
+from finetune_operator.api.common import SecretRef
+from finetune_operator.api.presets import TaskType
+from finetune_operator.api.uris import DATASET_SCHEMES, check_uri
+
+LABELLED_TASKS = ("sequence-classification", "token-classification")
+
+
+class TaskSpec(ApiModel):
+    """The training objective. The dataset columns it reads are named in `dataset.columns`."""
+
+    type: TaskType = Field(
+        default="causal-lm",
+        description=(
+            "causal-lm: supervised fine-tuning of a decoder on instructions (prompt/completion) or chats (messages); "
+            "loss only on the answer. sequence-classification: one label per text. token-classification: one tag "
+            "per token (NER). seq2seq: source → target text (translation, summarisation). question-answering: "
+            "extractive answers found in a context."
+        ),
+    )
+    labels: list[str] | None = Field(
+        default=None, min_length=2, max_length=10000,
+        description=(
+            "The label (or tag) names, in the order of their ids. Required for sequence-classification and "
+            "token-classification (e.g. [O, B-PER, I-PER]); not allowed for other tasks."
+        ),
+    )
+    source_prefix: str | None = Field(
+        default=None, max_length=512,
+        description="seq2seq only: text put before every source, e.g. 'translate English to German: '.",
+    )
+
+    rules = (
+        Rule(
+            field="labels",
+            message="task.labels is required for sequence-classification and token-classification; list the names",
+            check=lambda t: t.type not in LABELLED_TASKS or t.labels is not None,
+            cel="!(self.type in ['sequence-classification', 'token-classification']) || has(self.labels)",
+        ),
+        Rule(
+            field="labels",
+            message="task.labels only applies to classification tasks; remove it",
+            check=lambda t: t.type in LABELLED_TASKS or t.labels is None,
+            cel="self.type in ['sequence-classification', 'token-classification'] || !has(self.labels)",
+        ),
+        Rule(
+            field="sourcePrefix",
+            message="task.sourcePrefix only applies to seq2seq; remove it",
+            check=lambda t: t.type == "seq2seq" or t.source_prefix is None,
+            cel="self.type == 'seq2seq' || !has(self.sourcePrefix)",
+        ),
+    )
+
+
+def _column(default: str, used_by: str) -> str:
+    return Field(default=default, min_length=1, max_length=256, description=f"Column holding {used_by}.")  # type: ignore[no-any-return]
+
+
+class ColumnMapping(ApiModel):
+    """Names of the dataset columns each task reads. Defaults are the conventional names."""
+
+    text: str = _column("text", "plain text (causal-lm without prompt/completion; sequence-classification)")
+    prompt: str = _column("prompt", "the instruction (causal-lm)")
+    completion: str = _column("completion", "the answer trained on (causal-lm)")
+    messages: str = _column("messages", "a chat as a list of {role, content} (causal-lm with a chat template)")
+    label: str = _column("label", "the class name or id (sequence-classification)")
+    tokens: str = _column("tokens", "the list of words (token-classification)")
+    tags: str = _column("tags", "the list of tag names or ids, one per word (token-classification)")
+    source: str = _column("source", "the input text (seq2seq)")
+    target: str = _column("target", "the output text (seq2seq)")
+    question: str = _column("question", "the question (question-answering)")
+    context: str = _column("context", "the passage holding the answer (question-answering)")
+    answers: str = _column("answers", "{text: [...], answer_start: [...]} (question-answering)")
+
+
+class DatasetSpec(ApiModel):
+    """Where the training examples come from and how to read them."""
+
+    uri: str = Field(
+        max_length=2048,
+        description=(
+            "Location of the data: hf://org/name[@revision] (a Hub dataset), https://… (a public file), "
+            "s3://bucket/key, pvc://claim/path (a file or folder on a PersistentVolumeClaim) or configmap://name/key "
+            "(small inline data). http(s) URLs to loopback, link-local, private or metadata addresses are refused."
+        ),
+    )
+    format: Literal["jsonl", "json", "csv", "parquet", "hf"] | None = Field(
+        default=None,
+        description="File format. When unset it is inferred from the file extension; hf:// URIs read as `hf`.",
+    )
+    split: str = Field(default="train", max_length=128, description="Split to train on (hf datasets).")
+    columns: ColumnMapping = Field(
+        default_factory=ColumnMapping, description="Column names, when they differ from the defaults."
+    )
+    validation_split: float = Field(
+        default=0.0, ge=0.0, le=0.5,
+        description="Fraction of examples held out for evaluation (0 disables evaluation). Chosen with `seed`.",
+    )
+    max_samples: int | None = Field(
+        default=None, ge=1, description="Use at most this many training examples (after shuffling with `seed`)."
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None, description="Secret with credentials to read the data (HF_TOKEN, AWS_* keys)."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_scheme(cls, uri: str) -> str:
+        return check_uri(uri, DATASET_SCHEMES)
+
+    rules = (
+        Rule(
+            field="format",
+            message="dataset.format hf is for hf:// URIs only; pick jsonl, json, csv or parquet",
+            check=lambda d: d.format != "hf" or d.uri.startswith("hf://"),
+            cel="!has(self.format) || self.format != 'hf' || self.uri.startsWith('hf://')",
+        ),
+    )

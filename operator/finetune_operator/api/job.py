@@ -1,0 +1,173 @@
+"""The FineTuneJob kind: its spec, the rules that span several parts of it, and the whole object."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from finetune_operator.api.base import ApiModel, Rule
+from finetune_operator.api.common import DNS_SUBDOMAIN
+from finetune_operator.api.data import DatasetSpec, TaskSpec
+from finetune_operator.api.model import MethodSpec, ModelSpec
+from finetune_operator.api.output import OutputSpec, RunPolicy
+from finetune_operator.api.placement import ResourcesSpec
+from finetune_operator.api.presets import FAMILY_TASKS, PRESETS, Family, presets_of, real_presets
+from finetune_operator.api.status import FineTuneJobStatus
+from finetune_operator.api.training import DistributedSpec, TrainingSpec
+
+GROUP = "finetune.io"
+VERSION = "v1alpha1"
+KIND = "FineTuneJob"
+PLURAL = "finetunejobs"
+MAX_NAME_LENGTH = 50
+"""Child objects append suffixes such as `-worker-0` to the job's name; 50 keeps them within 63 characters."""
+
+_EMPTY = {"default": {}}
+
+
+def _cel_list(items: list[str] | tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+
+
+def _family_rule(family: Family) -> Rule:
+    names, tasks = presets_of(family), FAMILY_TASKS[family]
+    return Rule(
+        field="task.type",
+        message=f"{family} presets ({', '.join(names)}) support task.type {', '.join(tasks)} only; "
+        "change task.type or model.preset",
+        check=lambda s: s.model.preset not in names or s.task.type in tasks,
+        cel=f"!(has(self.model.preset) && self.model.preset in {_cel_list(names)}) "
+        f"|| self.task.type in {_cel_list(tasks)}",
+    )
+
+
+def _gpus(spec: FineTuneJobSpec) -> int | None:
+    gpu = spec.resources.gpu
+    return None if gpu is None else gpu.count
+
+
+def _enough_gpu_memory(spec: FineTuneJobSpec) -> bool:
+    preset = PRESETS.get(spec.model.preset or "")
+    gpu = spec.resources.gpu
+    if preset is None or preset.tiny or gpu is None or gpu.min_memory_gib is None:
+        return True
+    total = gpu.count * gpu.min_memory_gib * spec.distributed.nodes
+    return total >= preset.min_gpu_memory_gib[spec.method.type]
+
+
+class FineTuneJobSpec(ApiModel):
+    """What to fine-tune, on which data, how, where it runs and where the result goes."""
+
+    model: ModelSpec = Field(description="The base model: a preset name or a URI.")
+    method: MethodSpec = Field(default_factory=MethodSpec, json_schema_extra=_EMPTY,
+                               description="lora (default), qlora, dora or full, with their settings.")
+    task: TaskSpec = Field(default_factory=TaskSpec, json_schema_extra=_EMPTY,
+                           description="The training objective; causal-lm (instruction or chat SFT) by default.")
+    dataset: DatasetSpec = Field(description="The training examples.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, json_schema_extra=_EMPTY,
+                                   description="Hyperparameters of the training loop.")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec, json_schema_extra=_EMPTY,
+                                         description="Nodes, processes per node and DeepSpeed ZeRO.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, json_schema_extra=_EMPTY,
+                                     description="GPUs, CPU, memory and placement of the training pods.")
+    output: OutputSpec = Field(default_factory=OutputSpec, json_schema_extra=_EMPTY,
+                               description="Where the adapter or model is written.")
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra=_EMPTY,
+                                  description="Suspension, retries, deadline and queueing (Kueue).")
+
+    immutable: ClassVar[tuple[str, ...]] = ("model", "method", "task", "dataset", "training", "distributed", "output")
+    """Fields that define the training and cannot change after creation (resources and runPolicy can)."""
+
+    rules = (
+        *(_family_rule(family) for family in FAMILY_TASKS),
+        Rule(
+            field="training.packing",
+            message="training.packing only applies to task.type causal-lm; set it to false",
+            check=lambda s: not s.training.packing or s.task.type == "causal-lm",
+            cel="!self.training.packing || self.task.type == 'causal-lm'",
+        ),
+        Rule(
+            field="output.mergeAdapter",
+            message="output.mergeAdapter needs an adapter method (lora, qlora, dora); full fine-tuning has none",
+            check=lambda s: not s.output.merge_adapter or s.method.type != "full",
+            cel="!self.output.mergeAdapter || self.method.type != 'full'",
+        ),
+        Rule(
+            field="training.evalSteps",
+            message="training.evalSteps needs dataset.validationSplit > 0 to have data to evaluate on",
+            check=lambda s: s.training.eval_steps is None or s.dataset.validation_split > 0,
+            cel="!has(self.training.evalSteps) || self.dataset.validationSplit > 0.0",
+        ),
+        Rule(
+            field="resources.gpu.count",
+            message="real model presets need a GPU: set resources.gpu.count ≥ 1 or use a tiny-* preset",
+            check=lambda s: s.model.preset not in real_presets() or _gpus(s) != 0,
+            cel=f"!(has(self.model.preset) && self.model.preset in {_cel_list(real_presets())}) "
+            "|| !has(self.resources.gpu) || self.resources.gpu.count >= 1",
+        ),
+        Rule(
+            field="distributed.processesPerNode",
+            message="distributed.processesPerNode may not exceed resources.gpu.count (one process per GPU)",
+            check=lambda s: s.distributed.processes_per_node is None or not _gpus(s)
+            or s.distributed.processes_per_node <= (_gpus(s) or 0),
+            cel="!has(self.distributed.processesPerNode) || !has(self.resources.gpu) "
+            "|| self.resources.gpu.count == 0 || self.distributed.processesPerNode <= self.resources.gpu.count",
+        ),
+        Rule(
+            field="resources.gpu.minMemoryGiB",
+            message="not enough GPU memory for this preset and method: raise resources.gpu.count, "
+            "resources.gpu.minMemoryGiB or distributed.nodes, or use qlora (see the preset table in the README)",
+            check=_enough_gpu_memory,
+            server=False,
+        ),
+    )
+
+
+class ObjectMeta(ApiModel):
+    """The parts of metadata a manifest sets; everything the API server adds is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_SUBDOMAIN)
+    generate_name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH - 5)
+    namespace: str | None = Field(default=None, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    rules = (
+        Rule(
+            field="name",
+            message="metadata.name is required",
+            check=lambda m: m.name is not None or m.generate_name is not None,
+            server=False,
+        ),
+    )
+
+
+class FineTuneJob(ApiModel):
+    """A FineTuneJob fine-tunes a base model (LoRA, QLoRA, DoRA or full) on a dataset and writes the result.
+
+    The operator runs it as training pods (multi-node with DeepSpeed ZeRO when asked) and reports progress,
+    results and conditions in status.
+    """
+
+    api_version: Literal["finetune.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["FineTuneJob"]
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: FineTuneJobSpec
+    status: FineTuneJobStatus | None = None
+
+    rules = (
+        Rule(
+            field="metadata.name",
+            message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters (child objects add suffixes)",
+            check=lambda j: j.metadata.name is None or len(j.metadata.name) <= MAX_NAME_LENGTH,
+            cel=f"!has(self.metadata.name) || self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        ),
+    )
+
+
+def parse(document: dict[str, Any]) -> FineTuneJob:
+    """Validate one manifest; raises pydantic.ValidationError (see `errors.describe`)."""
+    return FineTuneJob.model_validate(document)

@@ -1,0 +1,75 @@
+"""The `finetune` command: validate manifests offline, regenerate the CRD, run a job locally.
+
+`validate` applies exactly the rules of the CRD and the admission webhook (both derive from `api/`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from finetune_operator import api, apidocs, crd
+
+app = typer.Typer(help="finetune-operator: fine-tune LLMs on Kubernetes with FineTuneJob resources.",
+                  no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    """The non-empty YAML documents of `path`; raises ValueError on YAML that is not a mapping."""
+    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    for index, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            raise ValueError(f"document {index + 1} is not a mapping")
+    return docs
+
+
+def validate_file(path: Path) -> list[str]:
+    """Error lines for every FineTuneJob in `path`, each naming the file, the document and the field."""
+    try:
+        docs = load_documents(path)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        return [f"{path}: {exc}"]
+    errors: list[str] = []
+    jobs = [(i, d) for i, d in enumerate(docs) if d.get("kind") == api.KIND]
+    if not jobs:
+        return [f"{path}: no FineTuneJob found (kind: {api.KIND}, apiVersion: {api.GROUP}/{api.VERSION})"]
+    for index, doc in jobs:
+        where = f"{path}" + (f"[{index + 1}]" if len(docs) > 1 else "")
+        try:
+            api.parse(doc)
+        except ValidationError as exc:
+            errors += [f"{where}: {line}" for line in api.describe(exc)]
+    return errors
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to check (YAML, multi-document).")]) -> None:
+    """Check FineTuneJob manifests offline with the rules of the CRD and the webhook."""
+    failed = False
+    for path in files:
+        problems = validate_file(path)
+        failed |= bool(problems)
+        for line in problems:
+            err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
+        if not problems:
+            console.print(f"[green]✓[/green] {path}", highlight=False)
+    raise typer.Exit(code=1 if failed else 0)
+
+
+@app.command("crd")
+def crd_command(
+    output_dir: Annotated[Path, typer.Option(help="Folder to write the CRD into.")] = Path("crds"),
+    readme: Annotated[Path | None, typer.Option(help="Also refresh the API reference in this README.")] = None,
+) -> None:
+    """Regenerate the CustomResourceDefinition (and optionally the README's API reference) from the models."""
+    console.print(f"wrote {crd.write_crds(output_dir)}")
+    if readme is not None:
+        changed = apidocs.update_readme(readme)
+        console.print(f"{'updated' if changed else 'unchanged'} {readme}")
