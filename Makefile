@@ -1,11 +1,20 @@
 # Entry points named in DEVELOPERS.md. `make test` is the README's test command and what .ci/run calls.
 SHELL := /bin/bash
 PYTHON ?= python3
+export PIP_ROOT_USER_ACTION := ignore
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: test lint types unit trainer integration e2e crd demo cluster-up cluster-down kind-up kind-down images bench
+.PHONY: test deps lint types unit trainer integration e2e crd demo cluster-up cluster-down kind-up kind-down images bench
 
-test: lint types unit trainer integration e2e
+test: deps lint types unit trainer integration e2e
+
+# Installs the package with every extra; re-runs only when pyproject.toml changes.
+deps: .cache/deps.stamp
+.cache/deps.stamp: pyproject.toml
+	$(PYTHON) -m pip install --quiet --upgrade 'pip>=25'
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@mkdir -p .cache && touch $@
 
 lint:
 	$(PYTHON) -m ruff check .
@@ -28,8 +37,8 @@ integration:
 e2e:
 	$(PYTEST) tests/e2e -m e2e || { rc=$$?; [ $$rc -eq 5 ] && echo "e2e: no e2e tests yet" || exit $$rc; }
 
-crd:
-	finetune crd
+crd: deps
+	finetune crd --readme README.md
 
 cluster-up:
 	hack/cluster/up.sh

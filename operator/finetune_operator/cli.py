@@ -15,8 +15,9 @@ from rich.console import Console
 
 from finetune_operator import api, apidocs, crd
 
-app = typer.Typer(help="finetune-operator: fine-tune LLMs on Kubernetes with FineTuneJob resources.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="finetune-operator: fine-tune LLMs on Kubernetes with FineTuneJob resources.", no_args_is_help=True
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -50,7 +51,9 @@ def validate_file(path: Path) -> list[str]:
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to check (YAML, multi-document).")]) -> None:
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Manifests to check (YAML, multi-document).")],
+) -> None:
     """Check FineTuneJob manifests offline with the rules of the CRD and the webhook."""
     failed = False
     for path in files:
@@ -66,7 +69,9 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to chec
 @app.command("crd")
 def crd_command(
     output_dir: Annotated[Path, typer.Option(help="Folder to write the CRD into.")] = Path("crds"),
-    readme: Annotated[Path | None, typer.Option(help="Also refresh the API reference in this README.")] = None,
+    readme: Annotated[
+        Path | None, typer.Option(help="Also refresh the API reference in this README.")
+    ] = None,
 ) -> None:
     """Regenerate the CustomResourceDefinition (and optionally the README's API reference) from the models."""
     console.print(f"wrote {crd.write_crds(output_dir)}")

@@ -23,7 +23,12 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.preset"},
     {"name": "Method", "type": "string", "jsonPath": ".spec.method.type"},
-    {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent", "description": "Percent done"},
+    {
+        "name": "Progress",
+        "type": "integer",
+        "jsonPath": ".status.progress.percent",
+        "description": "Percent done",
+    },
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -53,7 +58,9 @@ class _Converter:
         if "$ref" in node:
             name = node.pop("$ref").split("/")[-1]
             target = self.node(self.defs[name], model=name)
-            target.update({k: v for k, v in node.items() if k in ("description", "default") and v is not None})
+            target.update(
+                {k: v for k, v in node.items() if k in ("description", "default") and v is not None}
+            )
             return target
         node = self._unwrap_optional(node)
         if "$ref" in node:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 
-class RuleViolation(ValueError):
+class RuleViolation(ValueError):  # noqa: N818 - reads better at the raise site
     """A broken cross-field rule; `field` is the offending field relative to the object that owns the rule."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -27,14 +27,17 @@ class TaskSpec(ApiModel):
         ),
     )
     labels: list[str] | None = Field(
-        default=None, min_length=2, max_length=10000,
+        default=None,
+        min_length=2,
+        max_length=10000,
         description=(
             "The label (or tag) names, in the order of their ids. Required for sequence-classification and "
             "token-classification (e.g. [O, B-PER, I-PER]); not allowed for other tasks."
         ),
     )
     source_prefix: str | None = Field(
-        default=None, max_length=512,
+        default=None,
+        max_length=512,
         description="seq2seq only: text put before every source, e.g. 'translate English to German: '.",
     )
 
@@ -61,7 +64,7 @@ class TaskSpec(ApiModel):
 
 
 def _column(default: str, used_by: str) -> str:
-    return Field(default=default, min_length=1, max_length=256, description=f"Column holding {used_by}.")  # type: ignore[no-any-return]
+    return Field(default=default, min_length=1, max_length=256, description=f"Column holding {used_by}.")
 
 
 class ColumnMapping(ApiModel):
@@ -70,7 +73,9 @@ class ColumnMapping(ApiModel):
     text: str = _column("text", "plain text (causal-lm without prompt/completion; sequence-classification)")
     prompt: str = _column("prompt", "the instruction (causal-lm)")
     completion: str = _column("completion", "the answer trained on (causal-lm)")
-    messages: str = _column("messages", "a chat as a list of {role, content} (causal-lm with a chat template)")
+    messages: str = _column(
+        "messages", "a chat as a list of {role, content} (causal-lm with a chat template)"
+    )
     label: str = _column("label", "the class name or id (sequence-classification)")
     tokens: str = _column("tokens", "the list of words (token-classification)")
     tags: str = _column("tags", "the list of tag names or ids, one per word (token-classification)")
@@ -86,6 +91,7 @@ class DatasetSpec(ApiModel):
 
     uri: str = Field(
         max_length=2048,
+        json_schema_extra={"pattern": "^(hf|https?|s3|pvc|configmap)://"},
         description=(
             "Location of the data: hf://org/name[@revision] (a Hub dataset), https://… (a public file), "
             "s3://bucket/key, pvc://claim/path (a file or folder on a PersistentVolumeClaim) or configmap://name/key "
@@ -101,11 +107,15 @@ class DatasetSpec(ApiModel):
         default_factory=ColumnMapping, description="Column names, when they differ from the defaults."
     )
     validation_split: float = Field(
-        default=0.0, ge=0.0, le=0.5,
+        default=0.0,
+        ge=0.0,
+        le=0.5,
         description="Fraction of examples held out for evaluation (0 disables evaluation). Chosen with `seed`.",
     )
     max_samples: int | None = Field(
-        default=None, ge=1, description="Use at most this many training examples (after shuffling with `seed`)."
+        default=None,
+        ge=1,
+        description="Use at most this many training examples (after shuffling with `seed`).",
     )
     secret_ref: SecretRef | None = Field(
         default=None, description="Secret with credentials to read the data (HF_TOKEN, AWS_* keys)."

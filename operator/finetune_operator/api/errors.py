@@ -14,7 +14,9 @@ _HINTS = {
 
 
 def _path(error: ErrorDetails) -> str:
-    parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    parts = [
+        str(p) for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    ]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, RuleViolation) and cause.field:
         # Rules name fields relative to their object; tagged-union and literal branches add no path segment.

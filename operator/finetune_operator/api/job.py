@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import DNS_SUBDOMAIN
@@ -23,7 +24,7 @@ PLURAL = "finetunejobs"
 MAX_NAME_LENGTH = 50
 """Child objects append suffixes such as `-worker-0` to the job's name; 50 keeps them within 63 characters."""
 
-_EMPTY = {"default": {}}
+_EMPTY: JsonDict = {"default": {}}
 
 
 def _cel_list(items: list[str] | tuple[str, ...]) -> str:
@@ -60,23 +61,52 @@ class FineTuneJobSpec(ApiModel):
     """What to fine-tune, on which data, how, where it runs and where the result goes."""
 
     model: ModelSpec = Field(description="The base model: a preset name or a URI.")
-    method: MethodSpec = Field(default_factory=MethodSpec, json_schema_extra=_EMPTY,
-                               description="lora (default), qlora, dora or full, with their settings.")
-    task: TaskSpec = Field(default_factory=TaskSpec, json_schema_extra=_EMPTY,
-                           description="The training objective; causal-lm (instruction or chat SFT) by default.")
+    method: MethodSpec = Field(
+        default_factory=MethodSpec,
+        json_schema_extra=_EMPTY,
+        description="lora (default), qlora, dora or full, with their settings.",
+    )
+    task: TaskSpec = Field(
+        default_factory=TaskSpec,
+        json_schema_extra=_EMPTY,
+        description="The training objective; causal-lm (instruction or chat SFT) by default.",
+    )
     dataset: DatasetSpec = Field(description="The training examples.")
-    training: TrainingSpec = Field(default_factory=TrainingSpec, json_schema_extra=_EMPTY,
-                                   description="Hyperparameters of the training loop.")
-    distributed: DistributedSpec = Field(default_factory=DistributedSpec, json_schema_extra=_EMPTY,
-                                         description="Nodes, processes per node and DeepSpeed ZeRO.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, json_schema_extra=_EMPTY,
-                                     description="GPUs, CPU, memory and placement of the training pods.")
-    output: OutputSpec = Field(default_factory=OutputSpec, json_schema_extra=_EMPTY,
-                               description="Where the adapter or model is written.")
-    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra=_EMPTY,
-                                  description="Suspension, retries, deadline and queueing (Kueue).")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec,
+        json_schema_extra=_EMPTY,
+        description="Hyperparameters of the training loop.",
+    )
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        json_schema_extra=_EMPTY,
+        description="Nodes, processes per node and DeepSpeed ZeRO.",
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec,
+        json_schema_extra=_EMPTY,
+        description="GPUs, CPU, memory and placement of the training pods.",
+    )
+    output: OutputSpec = Field(
+        default_factory=OutputSpec,
+        json_schema_extra=_EMPTY,
+        description="Where the adapter or model is written.",
+    )
+    run_policy: RunPolicy = Field(
+        default_factory=RunPolicy,
+        json_schema_extra=_EMPTY,
+        description="Suspension, retries, deadline and queueing (Kueue).",
+    )
 
-    immutable: ClassVar[tuple[str, ...]] = ("model", "method", "task", "dataset", "training", "distributed", "output")
+    immutable: ClassVar[tuple[str, ...]] = (
+        "model",
+        "method",
+        "task",
+        "dataset",
+        "training",
+        "distributed",
+        "output",
+    )
     """Fields that define the training and cannot change after creation (resources and runPolicy can)."""
 
     rules = (
@@ -109,8 +139,11 @@ class FineTuneJobSpec(ApiModel):
         Rule(
             field="distributed.processesPerNode",
             message="distributed.processesPerNode may not exceed resources.gpu.count (one process per GPU)",
-            check=lambda s: s.distributed.processes_per_node is None or not _gpus(s)
-            or s.distributed.processes_per_node <= (_gpus(s) or 0),
+            check=lambda s: (
+                s.distributed.processes_per_node is None
+                or not _gpus(s)
+                or s.distributed.processes_per_node <= (_gpus(s) or 0)
+            ),
             cel="!has(self.distributed.processesPerNode) || !has(self.resources.gpu) "
             "|| self.resources.gpu.count == 0 || self.distributed.processesPerNode <= self.resources.gpu.count",
         ),

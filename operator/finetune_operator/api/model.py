@@ -26,6 +26,7 @@ class ModelSpec(ApiModel):
     uri: str | None = Field(
         default=None,
         max_length=2048,
+        json_schema_extra={"pattern": "^(hf|pvc|s3|oci)://"},
         description=(
             "Location of a Hugging Face-format checkpoint: hf://org/name[@revision], pvc://claim/path, "
             "s3://bucket/prefix or oci://registry/repository[:tag]. Mutually exclusive with `preset`."
@@ -60,14 +61,19 @@ class ModelSpec(ApiModel):
 class LoraSpec(ApiModel):
     """Low-rank adapter settings, used by the lora, qlora and dora methods."""
 
-    r: int = Field(default=16, ge=1, le=1024, description="Rank of the adapter matrices. Higher fits more, costs more.")
+    r: int = Field(
+        default=16, ge=1, le=1024, description="Rank of the adapter matrices. Higher fits more, costs more."
+    )
     alpha: int = Field(
-        default=32, ge=1, le=4096,
+        default=32,
+        ge=1,
+        le=4096,
         description="Scaling numerator: the update is scaled by alpha/r (alpha/sqrt(r) with useRslora).",
     )
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout applied to the adapter input.")
     target_modules: list[str] | None = Field(
-        default=None, max_length=64,
+        default=None,
+        max_length=64,
         description=(
             "Names (or name suffixes) of the linear layers to adapt, e.g. [q_proj, v_proj]; `all-linear` adapts "
             "every linear layer but the output head. When unset, the preset's default list is used; a model given "
@@ -75,11 +81,13 @@ class LoraSpec(ApiModel):
         ),
     )
     modules_to_save: list[str] | None = Field(
-        default=None, max_length=64,
+        default=None,
+        max_length=64,
         description="Modules trained in full and saved with the adapter, e.g. a classification head `score`.",
     )
     use_rslora: bool = Field(
-        default=False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r), which keeps high ranks stable."
+        default=False,
+        description="Rank-stabilised LoRA: scale by alpha/sqrt(r), which keeps high ranks stable.",
     )
 
 
@@ -88,10 +96,12 @@ class QuantizationSpec(ApiModel):
 
     bits: Literal[4, 8] = Field(default=4, description="Bits per base weight: 4 (QLoRA proper) or 8.")
     quant_type: Literal["nf4", "fp4"] = Field(
-        default="nf4", description="4-bit data type: nf4 (normal float, best for normally distributed weights) or fp4."
+        default="nf4",
+        description="4-bit data type: nf4 (normal float, best for normally distributed weights) or fp4.",
     )
     double_quant: bool = Field(
-        default=True, description="Also quantize the quantization constants, saving about 0.4 bits per parameter."
+        default=True,
+        description="Also quantize the quantization constants, saving about 0.4 bits per parameter.",
     )
     compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
         default="bfloat16", description="Data type the de-quantized weights are computed in."

@@ -13,7 +13,9 @@ class OutputSpec(ApiModel):
     """Where the trained adapter or model, its manifest and the checkpoints are written."""
 
     uri: str | None = Field(
-        default=None, max_length=2048,
+        default=None,
+        max_length=2048,
+        json_schema_extra={"pattern": "^(pvc|oci|s3)://"},
         description=(
             "Destination: pvc://claim/path, s3://bucket/prefix or oci://registry/repository:tag (pushed as an OCI "
             "artifact). When unset, results go to a PersistentVolumeClaim the operator creates, named after the job."
@@ -40,14 +42,19 @@ class RunPolicy(ApiModel):
         default=False,
         description="Stop the run (pods are deleted, checkpoints kept) while true; resumes from a checkpoint when set back.",
     )
-    backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod failures tolerated before the job fails.")
+    backoff_limit: int = Field(
+        default=3, ge=0, le=100, description="Pod failures tolerated before the job fails."
+    )
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Fail the run once it has been active this long, in seconds."
     )
     queue_name: str | None = Field(
-        default=None, max_length=63, pattern=DNS_LABEL,
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL,
         description="Kueue LocalQueue to admit the workload through (label kueue.x-k8s.io/queue-name).",
     )
     resume_from_checkpoint: bool = Field(
-        default=True, description="After a pod loss or suspension, continue from the newest complete checkpoint."
+        default=True,
+        description="After a pod loss or suspension, continue from the newest complete checkpoint.",
     )

@@ -11,7 +11,16 @@ from finetune_operator.api.base import ApiModel
 
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
-CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Admitted", "Training", "Complete", "Failed", "Suspended")
+CONDITION_TYPES = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Admitted",
+    "Training",
+    "Complete",
+    "Failed",
+    "Suspended",
+)
 """Ready/Reconciling/Stalled follow kstatus (read by Flux and Argo CD); the others are this kind's own."""
 
 
@@ -20,10 +29,15 @@ class Condition(ApiModel):
 
     type: str = Field(max_length=316, description=f"Condition type, one of {', '.join(CONDITION_TYPES)}.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this reflects.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this reflects."
+    )
     last_transition_time: datetime = Field(description="When the status last changed.")
-    reason: str = Field(max_length=1024, pattern=r"^([A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?)?$",
-                        description="CamelCase reason for the last transition.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^([A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?)?$",
+        description="CamelCase reason for the last transition.",
+    )
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
 
 
@@ -36,7 +50,9 @@ class Progress(ApiModel):
     loss: float | None = Field(default=None, description="Latest training loss.")
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
     learning_rate: float | None = Field(default=None, ge=0, description="Current learning rate.")
-    tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput over all ranks.")
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Training throughput over all ranks."
+    )
     eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds to completion.")
     percent: int | None = Field(default=None, ge=0, le=100, description="step / totalSteps as a percentage.")
     last_updated: datetime | None = Field(default=None, description="When these numbers were read.")
@@ -47,7 +63,9 @@ class Result(ApiModel):
 
     artifact_uri: str | None = Field(default=None, description="Where the adapter or model was written.")
     digest: str | None = Field(default=None, description="sha256 digest of the artifact's manifest.json.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics: train_loss, eval_loss, …")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Final metrics: train_loss, eval_loss, …"
+    )
 
 
 class Workload(ApiModel):
@@ -55,23 +73,36 @@ class Workload(ApiModel):
 
     job_name: str | None = Field(default=None, description="The batch Job (or JobSet) running the trainer.")
     config_map_name: str | None = Field(default=None, description="The ConfigMap holding the trainer config.")
-    service_name: str | None = Field(default=None, description="The headless Service for multi-node rendezvous.")
-    pvc_name: str | None = Field(default=None, description="The PersistentVolumeClaim for output and checkpoints.")
+    service_name: str | None = Field(
+        default=None, description="The headless Service for multi-node rendezvous."
+    )
+    pvc_name: str | None = Field(
+        default=None, description="The PersistentVolumeClaim for output and checkpoints."
+    )
 
 
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob."""
 
-    phase: Phase | None = Field(default=None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Queued, Running, Succeeded, Failed or Suspended."
+    )
     conditions: list[Condition] = Field(
-        default_factory=list, max_length=32,
+        default_factory=list,
+        max_length=32,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         description="Latest observations, one per type.",
     )
-    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation last acted on.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation last acted on."
+    )
     start_time: datetime | None = Field(default=None, description="When training started.")
     completion_time: datetime | None = Field(default=None, description="When the run succeeded or failed.")
     progress: Progress | None = Field(default=None, description="Training progress.")
-    result: Result | None = Field(default=None, description="Artifacts and final metrics of a successful run.")
+    result: Result | None = Field(
+        default=None, description="Artifacts and final metrics of a successful run."
+    )
     workload: Workload | None = Field(default=None, description="Objects created for this job.")
-    message: str | None = Field(default=None, max_length=32768, description="Human-readable summary of the state.")
+    message: str | None = Field(
+        default=None, max_length=32768, description="Human-readable summary of the state."
+    )

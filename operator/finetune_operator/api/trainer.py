@@ -20,7 +20,9 @@ class TrainerPaths(BaseModel):
 
     output_dir: str = Field(default="/output", description="Final adapter or model, manifest.json.")
     checkpoint_dir: str = Field(default="/output/checkpoints", description="Resumable checkpoints.")
-    cache_dir: str = Field(default="/cache", description="Downloaded models and datasets, built tiny presets.")
+    cache_dir: str = Field(
+        default="/cache", description="Downloaded models and datasets, built tiny presets."
+    )
     data_dir: str = Field(default="/data", description="Mount point of pvc:// and configmap:// datasets.")
     termination_message_path: str = Field(
         default="/dev/termination-log", description="Where the end-of-run summary JSON is written."
@@ -36,9 +38,13 @@ class TrainerConfig(BaseModel):
     namespace: str = Field(default="default", description="The FineTuneJob's namespace.")
     spec: FineTuneJobSpec
     paths: TrainerPaths = Field(default_factory=TrainerPaths)
-    metrics_port: int = Field(default=9400, ge=0, le=65535, description="Prometheus port on rank 0 (0 disables).")
+    metrics_port: int = Field(
+        default=9400, ge=0, le=65535, description="Prometheus port on rank 0 (0 disables)."
+    )
     max_steps_override: int | None = Field(
-        default=None, ge=1, description="Stop after this many steps whatever the spec says (`finetune run --max-steps`)."
+        default=None,
+        ge=1,
+        description="Stop after this many steps whatever the spec says (`finetune run --max-steps`).",
     )
 
 

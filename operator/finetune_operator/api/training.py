@@ -18,10 +18,15 @@ class TrainingSpec(ApiModel):
     """Hyperparameters of the training loop. Defaults suit LoRA on a 7B-class model."""
 
     epochs: float | None = Field(
-        default=None, gt=0, le=1000, description="Passes over the dataset; 1 when neither this nor maxSteps is set."
+        default=None,
+        gt=0,
+        le=1000,
+        description="Passes over the dataset; 1 when neither this nor maxSteps is set.",
     )
     max_steps: int | None = Field(
-        default=None, ge=1, le=10_000_000,
+        default=None,
+        ge=1,
+        le=10_000_000,
         description="Optimizer steps to run; mutually exclusive with `epochs`. Resumed runs end at exactly this step.",
     )
     learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
@@ -29,16 +34,25 @@ class TrainingSpec(ApiModel):
         default="cosine", description="Learning-rate schedule after warmup."
     )
     warmup_ratio: float = Field(
-        default=0.03, ge=0, le=0.5, description="Fraction of all steps spent warming the learning rate up from 0."
+        default=0.03,
+        ge=0,
+        le=0.5,
+        description="Fraction of all steps spent warming the learning rate up from 0.",
     )
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
     optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"] = Field(
         default="adamw", description="Optimizer. The 8-bit variants (bitsandbytes) save optimizer memory."
     )
-    max_grad_norm: float = Field(default=1.0, gt=0, le=1000, description="Gradient clipping threshold (L2 norm).")
-    per_device_batch_size: int = Field(default=4, ge=1, le=4096, description="Examples per process per micro-step.")
+    max_grad_norm: float = Field(
+        default=1.0, gt=0, le=1000, description="Gradient clipping threshold (L2 norm)."
+    )
+    per_device_batch_size: int = Field(
+        default=4, ge=1, le=4096, description="Examples per process per micro-step."
+    )
     gradient_accumulation_steps: int = Field(
-        default=1, ge=1, le=4096,
+        default=1,
+        ge=1,
+        le=4096,
         description="Micro-steps per optimizer step; global batch = perDeviceBatchSize × accumulation × processes.",
     )
     max_seq_length: int = Field(
@@ -49,13 +63,18 @@ class TrainingSpec(ApiModel):
         description="Training precision. auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU.",
     )
     gradient_checkpointing: bool = Field(
-        default=False, description="Recompute activations in the backward pass: less memory, about 30% slower."
+        default=False,
+        description="Recompute activations in the backward pass: less memory, about 30% slower.",
     )
     packing: bool = Field(
         default=False, description="causal-lm only: pack several short examples into each sequence."
     )
-    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for data order, splits and initialisation.")
-    logging_steps: int = Field(default=10, ge=1, description="Report progress and metrics every this many steps.")
+    seed: int = Field(
+        default=42, ge=0, le=2**31 - 1, description="Seed for data order, splits and initialisation."
+    )
+    logging_steps: int = Field(
+        default=10, ge=1, description="Report progress and metrics every this many steps."
+    )
     eval_steps: int | None = Field(
         default=None, ge=1, description="Evaluate every this many steps (needs dataset.validationSplit > 0)."
     )
@@ -77,14 +96,17 @@ class DeepSpeedSpec(ApiModel):
     """DeepSpeed ZeRO settings. The operator generates the DeepSpeed config; `overrides` are merged into it."""
 
     zero_stage: int = Field(
-        default=2, ge=0, le=3,
+        default=2,
+        ge=0,
+        le=3,
         description=(
             "ZeRO stage: 0 off, 1 shards optimizer state, 2 also gradients, 3 also parameters (needed when the "
             "model does not fit on one GPU)."
         ),
     )
     offload_optimizer: Literal["none", "cpu"] = Field(
-        default="none", description="Keep optimizer state in CPU memory (stage ≥ 1). Saves GPU memory, slower."
+        default="none",
+        description="Keep optimizer state in CPU memory (stage ≥ 1). Saves GPU memory, slower.",
     )
     offload_params: Literal["none", "cpu"] = Field(
         default="none", description="Keep parameters in CPU memory between uses (stage 3 only)."
@@ -114,7 +136,8 @@ class DeepSpeedSpec(ApiModel):
         Rule(
             field="overrides",
             message=(
-                "deepspeed.overrides may not set " + ", ".join(RESERVED_DEEPSPEED_KEYS)
+                "deepspeed.overrides may not set "
+                + ", ".join(RESERVED_DEEPSPEED_KEYS)
                 + "; use spec.training and the deepspeed fields instead"
             ),
             check=lambda d: not set(d.overrides) & set(RESERVED_DEEPSPEED_KEYS),
@@ -126,9 +149,13 @@ class DeepSpeedSpec(ApiModel):
 class DistributedSpec(ApiModel):
     """How many nodes and processes train together."""
 
-    nodes: int = Field(default=1, ge=1, le=256, description="Number of nodes (pods); more than 1 trains multi-node.")
+    nodes: int = Field(
+        default=1, ge=1, le=256, description="Number of nodes (pods); more than 1 trains multi-node."
+    )
     processes_per_node: int | None = Field(
-        default=None, ge=1, le=64,
+        default=None,
+        ge=1,
+        le=64,
         description="Training processes per node. Defaults to the GPUs per node, or 1 on CPU.",
     )
     deepspeed: DeepSpeedSpec | None = Field(

@@ -25,7 +25,9 @@ _SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
     "pvc": (re.compile(rf"^pvc://{_DNS_LABEL}(/[^\s]*)?$"), "pvc://claim-name/path"),
     "s3": (re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"), "s3://bucket/prefix"),
     "oci": (
-        re.compile(r"^oci://[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[a-f0-9]{64})?$"),
+        re.compile(
+            r"^oci://[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[\w][\w.-]{0,127}|@sha256:[a-f0-9]{64})?$"
+        ),
         "oci://registry/repository[:tag]",
     ),
     "configmap": (re.compile(rf"^configmap://{_DNS_LABEL}/[-._a-zA-Z0-9]+$"), "configmap://name/key"),
@@ -81,8 +83,10 @@ def _as_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     parts = host.split(".")
     if not 1 <= len(parts) <= 4 or not all(re.fullmatch(r"0x[0-9a-f]+|[0-9]+", p) for p in parts):
         return None
-    numbers = [int(p, 16) if p.startswith("0x") else int(p, 8) if len(p) > 1 and p[0] == "0" else int(p)
-               for p in parts]
+    numbers = [
+        int(p, 16) if p.startswith("0x") else int(p, 8) if len(p) > 1 and p[0] == "0" else int(p)
+        for p in parts
+    ]
     value = 0
     for n in numbers[:-1]:
         value = value * 256 + n

@@ -1,0 +1,275 @@
+"""Invalid FineTuneJobs, each with the field its error must name.
+
+Shared by the unit suite (pydantic, `finetune validate`) and the integration suite (the real API server, for the
+cases with `server_enforced`: everything the CRD's schema and CEL rules can express; the rest is the webhook's).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+DELETE = object()
+"""Patch value that removes a key."""
+
+
+def minimal_job(name: str = "t") -> dict[str, Any]:
+    """The smallest valid FineTuneJob."""
+    return {
+        "apiVersion": "finetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {"model": {"preset": "tiny-llama"}, "dataset": {"uri": "configmap://data/train.jsonl"}},
+    }
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with `patch` merged in (dicts recursively; DELETE removes)."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if value is DELETE:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class InvalidSpec:
+    id: str
+    manifest: dict[str, Any]
+    field: str
+    """Substring the error must contain: the dotted path of the offending field."""
+    server_enforced: bool = True
+    """True when the CRD alone (schema + CEL) rejects it; False for webhook-only rules (SSRF, URI shapes, memory)."""
+
+
+def _case(id: str, field: str, spec: dict[str, Any], server: bool = True) -> InvalidSpec:
+    return InvalidSpec(id, merge(minimal_job(), {"spec": spec}), field, server)
+
+
+_BERT = {"preset": "tiny-bert"}
+_LLAMA8B = {"preset": "llama-3.1-8b-instruct"}
+
+INVALID_SPECS: list[InvalidSpec] = [
+    # Required fields, wrong types, unknown fields.
+    InvalidSpec("missing-spec", merge(minimal_job(), {"spec": DELETE}), "spec"),
+    _case("missing-model", "spec.model", {"model": DELETE}),
+    _case("missing-dataset", "spec.dataset", {"dataset": DELETE}),
+    _case("lora-r-string", "spec.method.lora.r", {"method": {"lora": {"r": "eight"}}}),
+    _case("learning-rate-string", "spec.training.learningRate", {"training": {"learningRate": "fast"}}),
+    _case("suspend-string", "spec.runPolicy.suspend", {"runPolicy": {"suspend": "maybe"}}),
+    _case("unknown-spec-field", "spec.epochs", {"epochs": 3}),
+    _case("unknown-nested-field", "spec.training.learningrate", {"training": {"learningrate": 0.1}}),
+    _case(
+        "inline-secret",
+        "spec.model.accessSecretRef.value",
+        {"model": {"accessSecretRef": {"name": "hf", "value": "hf_secret"}}},
+    ),
+    InvalidSpec("name-too-long", merge(minimal_job("x" * 51), {}), "metadata.name"),
+    # model
+    _case("model-preset-and-uri", "spec.model.preset", {"model": {"uri": "hf://org/name"}}),
+    _case("model-neither", "spec.model.preset", {"model": {"preset": DELETE}}),
+    _case("model-unknown-preset", "spec.model.preset", {"model": {"preset": "gpt-5"}}),
+    _case("model-uri-bad-scheme", "spec.model.uri", {"model": {"preset": DELETE, "uri": "ftp://host/model"}}),
+    _case(
+        "model-uri-malformed-hf",
+        "spec.model.uri",
+        {"model": {"preset": DELETE, "uri": "hf://"}},
+        server=False,
+    ),
+    # method
+    _case("method-unknown", "spec.method.type", {"method": {"type": "prefix-tuning"}}),
+    _case("qlora-without-quantization", "spec.method.quantization", {"method": {"type": "qlora"}}),
+    _case("lora-with-quantization", "spec.method.quantization", {"method": {"quantization": {"bits": 4}}}),
+    _case(
+        "dora-with-quantization",
+        "spec.method.quantization",
+        {"method": {"type": "dora", "quantization": {"bits": 4}}},
+    ),
+    _case("full-with-lora", "spec.method.lora", {"method": {"type": "full", "lora": {"r": 8}}}),
+    _case("lora-r-zero", "spec.method.lora.r", {"method": {"lora": {"r": 0}}}),
+    _case("lora-r-huge", "spec.method.lora.r", {"method": {"lora": {"r": 4096}}}),
+    _case("lora-dropout-one", "spec.method.lora.dropout", {"method": {"lora": {"dropout": 1.0}}}),
+    _case(
+        "quant-bits-3",
+        "spec.method.quantization.bits",
+        {"method": {"type": "qlora", "quantization": {"bits": 3}}},
+    ),
+    _case(
+        "quant-fp4-8bit",
+        "spec.method.quantization.quantType",
+        {"method": {"type": "qlora", "quantization": {"bits": 8, "quantType": "fp4"}}},
+    ),
+    _case(
+        "quant-compute-int8",
+        "spec.method.quantization.computeDtype",
+        {"method": {"type": "qlora", "quantization": {"computeDtype": "int8"}}},
+    ),
+    # task
+    _case("task-unknown", "spec.task.type", {"task": {"type": "summarization"}}),
+    _case("seqcls-without-labels", "spec.task.labels", {"task": {"type": "sequence-classification"}}),
+    _case(
+        "tokencls-without-labels",
+        "spec.task.labels",
+        {"model": _BERT, "task": {"type": "token-classification"}},
+    ),
+    _case("labels-on-causal-lm", "spec.task.labels", {"task": {"labels": ["a", "b"]}}),
+    _case(
+        "labels-single", "spec.task.labels", {"task": {"type": "sequence-classification", "labels": ["a"]}}
+    ),
+    _case("source-prefix-on-causal-lm", "spec.task.sourcePrefix", {"task": {"sourcePrefix": "translate: "}}),
+    _case("encoder-causal-lm", "spec.task.type", {"model": _BERT}),
+    _case(
+        "encdec-classification",
+        "spec.task.type",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "sequence-classification", "labels": ["a", "b"]}},
+    ),
+    _case(
+        "decoder-token-classification",
+        "spec.task.type",
+        {"task": {"type": "token-classification", "labels": ["O", "B-X"]}},
+    ),
+    # dataset
+    _case(
+        "ssrf-loopback", "spec.dataset.uri", {"dataset": {"uri": "http://127.0.0.1/d.jsonl"}}, server=False
+    ),
+    _case(
+        "ssrf-metadata-ip",
+        "spec.dataset.uri",
+        {"dataset": {"uri": "http://169.254.169.254/latest/meta-data"}},
+        server=False,
+    ),
+    _case("ssrf-private", "spec.dataset.uri", {"dataset": {"uri": "https://10.0.0.5/d.csv"}}, server=False),
+    _case(
+        "ssrf-decimal-ip", "spec.dataset.uri", {"dataset": {"uri": "http://2130706433/d.jsonl"}}, server=False
+    ),
+    _case("ssrf-hex-ip", "spec.dataset.uri", {"dataset": {"uri": "http://0x7f.0.0.1/d.jsonl"}}, server=False),
+    _case(
+        "ssrf-ipv6-loopback", "spec.dataset.uri", {"dataset": {"uri": "http://[::1]:8080/d"}}, server=False
+    ),
+    _case(
+        "ssrf-ipv4-mapped",
+        "spec.dataset.uri",
+        {"dataset": {"uri": "http://[::ffff:192.168.1.1]/d"}},
+        server=False,
+    ),
+    _case(
+        "ssrf-localhost", "spec.dataset.uri", {"dataset": {"uri": "http://localhost:8080/d"}}, server=False
+    ),
+    _case(
+        "ssrf-metadata-name",
+        "spec.dataset.uri",
+        {"dataset": {"uri": "http://metadata.google.internal/computeMetadata/v1/"}},
+        server=False,
+    ),
+    _case(
+        "ssrf-cluster-service",
+        "spec.dataset.uri",
+        {"dataset": {"uri": "http://minio.storage.svc.cluster.local/d"}},
+        server=False,
+    ),
+    _case(
+        "url-credentials",
+        "spec.dataset.uri",
+        {"dataset": {"uri": "https://user:pw@data.example.com/d.csv"}},
+        server=False,
+    ),
+    _case("dataset-bad-scheme", "spec.dataset.uri", {"dataset": {"uri": "ftp://example.com/d.csv"}}),
+    _case(
+        "configmap-without-key", "spec.dataset.uri", {"dataset": {"uri": "configmap://data"}}, server=False
+    ),
+    _case("dataset-format-unknown", "spec.dataset.format", {"dataset": {"format": "xml"}}),
+    _case("dataset-format-hf-on-configmap", "spec.dataset.format", {"dataset": {"format": "hf"}}),
+    _case("validation-split-too-big", "spec.dataset.validationSplit", {"dataset": {"validationSplit": 0.9}}),
+    _case("max-samples-zero", "spec.dataset.maxSamples", {"dataset": {"maxSamples": 0}}),
+    # training
+    _case("epochs-and-max-steps", "spec.training.maxSteps", {"training": {"epochs": 1, "maxSteps": 10}}),
+    _case("learning-rate-negative", "spec.training.learningRate", {"training": {"learningRate": -0.1}}),
+    _case("scheduler-unknown", "spec.training.lrScheduler", {"training": {"lrScheduler": "step"}}),
+    _case("precision-int8", "spec.training.precision", {"training": {"precision": "int8"}}),
+    _case("batch-size-zero", "spec.training.perDeviceBatchSize", {"training": {"perDeviceBatchSize": 0}}),
+    _case("max-seq-length-tiny", "spec.training.maxSeqLength", {"training": {"maxSeqLength": 4}}),
+    _case(
+        "packing-classification",
+        "spec.training.packing",
+        {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "training": {"packing": True}},
+    ),
+    _case("eval-steps-without-validation", "spec.training.evalSteps", {"training": {"evalSteps": 10}}),
+    # distributed
+    _case(
+        "zero-stage-4",
+        "spec.distributed.deepspeed.zeroStage",
+        {"distributed": {"deepspeed": {"zeroStage": 4}}},
+    ),
+    _case(
+        "offload-params-zero2",
+        "spec.distributed.deepspeed.offloadParams",
+        {"distributed": {"deepspeed": {"zeroStage": 2, "offloadParams": "cpu"}}},
+    ),
+    _case(
+        "offload-optimizer-zero0",
+        "spec.distributed.deepspeed.offloadOptimizer",
+        {"distributed": {"deepspeed": {"zeroStage": 0, "offloadOptimizer": "cpu"}}},
+    ),
+    _case(
+        "offload-to-nvme",
+        "spec.distributed.deepspeed.offloadOptimizer",
+        {"distributed": {"deepspeed": {"offloadOptimizer": "nvme"}}},
+    ),
+    _case(
+        "deepspeed-override-batch",
+        "spec.distributed.deepspeed.overrides",
+        {"distributed": {"deepspeed": {"overrides": {"train_batch_size": 64}}}},
+    ),
+    _case("nodes-zero", "spec.distributed.nodes", {"distributed": {"nodes": 0}}),
+    _case(
+        "processes-exceed-gpus",
+        "spec.distributed.processesPerNode",
+        {"distributed": {"processesPerNode": 4}, "resources": {"gpu": {"count": 2}}},
+    ),
+    # resources
+    _case("gpu-count-17", "spec.resources.gpu.count", {"resources": {"gpu": {"count": 17}}}),
+    _case(
+        "real-preset-without-gpu",
+        "spec.resources.gpu.count",
+        {"model": _LLAMA8B, "resources": {"gpu": {"count": 0}}},
+    ),
+    _case(
+        "gpu-product-without-gpu",
+        "spec.resources.gpu",
+        {"resources": {"gpu": {"count": 0, "product": "NVIDIA-A100-SXM4-80GB"}}},
+    ),
+    _case(
+        "not-enough-gpu-memory",
+        "spec.resources.gpu.minMemoryGiB",
+        {
+            "model": _LLAMA8B,
+            "method": {"type": "full"},
+            "resources": {"gpu": {"count": 1, "minMemoryGiB": 24}},
+        },
+        server=False,
+    ),
+    _case("memory-not-a-quantity", "spec.resources.memory", {"resources": {"memory": "lots"}}),
+    _case(
+        "toleration-bad-operator",
+        "spec.resources.tolerations",
+        {"resources": {"tolerations": [{"key": "k", "operator": "Maybe"}]}},
+    ),
+    # output and run policy
+    _case("output-https", "spec.output.uri", {"output": {"uri": "https://example.com/upload"}}),
+    _case("output-oci-malformed", "spec.output.uri", {"output": {"uri": "oci://Registry"}}, server=False),
+    _case(
+        "merge-adapter-full",
+        "spec.output.mergeAdapter",
+        {"method": {"type": "full"}, "output": {"mergeAdapter": True}},
+    ),
+    _case("backoff-negative", "spec.runPolicy.backoffLimit", {"runPolicy": {"backoffLimit": -1}}),
+    _case("queue-name-invalid", "spec.runPolicy.queueName", {"runPolicy": {"queueName": "Team_A"}}),
+    _case(
+        "deadline-zero", "spec.runPolicy.activeDeadlineSeconds", {"runPolicy": {"activeDeadlineSeconds": 0}}
+    ),
+]

@@ -1,0 +1,57 @@
+"""Invalid specs are rejected, each with an error naming the offending field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from finetune_operator import api
+from finetune_operator.cli import app
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from tests.invalid_specs import INVALID_SPECS, InvalidSpec, minimal_job
+
+
+def test_there_are_enough_cases() -> None:
+    assert len(INVALID_SPECS) >= 40
+    assert len({c.id for c in INVALID_SPECS}) == len(INVALID_SPECS)
+
+
+def test_minimal_job_is_valid() -> None:
+    api.parse(minimal_job())
+
+
+@pytest.mark.parametrize("case", INVALID_SPECS, ids=lambda c: c.id)
+def test_rejected_naming_the_field(case: InvalidSpec) -> None:
+    with pytest.raises(ValidationError) as info:
+        api.parse(case.manifest)
+    lines = api.describe(info.value)
+    assert any(line.startswith(case.field) or f"{case.field}:" in line for line in lines), lines
+
+
+def test_cli_reports_field_and_fails(tmp_path: Path) -> None:
+    bad = next(c for c in INVALID_SPECS if c.id == "qlora-without-quantization")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad.manifest))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "spec.method.quantization" in result.output
+    assert "quantization: {bits: 4}" in result.output  # the fix, not just the complaint
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("apiVersion: v1\nkind: ConfigMap\n", "no FineTuneJob found"),
+        ("- a\n- b\n", "not a mapping"),
+        ("kind: [unclosed\n", "while parsing"),
+    ],
+)
+def test_cli_rejects_files_without_a_job(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert expected in result.output
