@@ -1,0 +1,1 @@
+"""The trainer: runs a FineTuneJob in a workload pod (or on a laptop via `finetune run`)."""

@@ -1,0 +1,118 @@
+"""Writing the result: the adapter (or full model), an optional merged model, and `manifest.json`.
+
+Called by the recipe's `save` on every rank (ZeRO-3 must gather weights collectively); only rank 0 writes. Adapters
+are saved by peft as `adapter_model.safetensors` + `adapter_config.json`; full fine-tuning saves the whole model.
+The merged model is rebuilt from the unquantized base and the saved adapter, so QLoRA merges into full-precision
+weights rather than into 4-bit ones. `manifest.json` records what was trained, how, the final metrics and the
+sha256 of every file, and is the last file written: its presence means the output is complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+import transformers
+from finetune_operator.api.trainer import TrainerConfig
+
+from finetune_trainer import model as model_lib
+from finetune_trainer import tasks
+from finetune_trainer.distributed import is_rank_zero
+
+MANIFEST = "manifest.json"
+MERGED_DIR = "merged"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digests(output_dir: Path, skip: Path) -> dict[str, str]:
+    """sha256 of every file under `output_dir` except the manifest and anything under `skip` (checkpoints)."""
+    found = {}
+    for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+        if path.name == MANIFEST or path.is_relative_to(skip) or ".partial" in path.parent.name:
+            continue
+        found[str(path.relative_to(output_dir))] = sha256_of(path)
+    return found
+
+
+def _save_merged(cfg: TrainerConfig, base_dir: Path, output_dir: Path, tokenizer: Any) -> None:
+    auto_class = getattr(transformers, tasks.MODEL_CLASSES[cfg.spec.task.type])
+    base = auto_class.from_pretrained(
+        base_dir, dtype=torch.float32, trust_remote_code=cfg.spec.model.trust_remote_code,
+        **model_lib.head_kwargs(cfg.spec, tokenizer),
+    )  # fmt: skip
+    merged = peft.PeftModel.from_pretrained(base, output_dir).merge_and_unload()
+    merged.save_pretrained(output_dir / MERGED_DIR)
+    tokenizer.save_pretrained(output_dir / MERGED_DIR)
+
+
+def save_model(
+    module: Any, state_dict: dict[str, torch.Tensor] | None, tokenizer: Any, output_dir: Path
+) -> None:
+    """The adapter (peft models) or the whole model, plus the tokenizer, into `output_dir` (rank 0 only)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if state_dict is None:
+        module.save_pretrained(output_dir)
+    else:
+        module.save_pretrained(output_dir, state_dict=state_dict)
+    tokenizer.save_pretrained(output_dir)
+
+
+def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write `manifest.json` last and return the summary for the termination message."""
+    output_dir, spec = Path(cfg.paths.output_dir), cfg.spec
+    files = digests(output_dir, skip=Path(cfg.paths.checkpoint_dir))
+    adapter = spec.method.type != "full"
+    manifest = {
+        "job": {"name": cfg.name, "namespace": cfg.namespace},
+        "base_model": {"preset": spec.model.preset, "uri": spec.model.uri, "resolved_path": str(base_dir)},
+        "method": spec.method.to_wire(),
+        "task": spec.task.to_wire(),
+        "hyperparameters": spec.training.to_wire(),
+        "distributed": spec.distributed.to_wire(),
+        "artifacts": {
+            "kind": "adapter" if adapter else "model",
+            "weights": "adapter_model.safetensors" if adapter else "model.safetensors",
+            "merged": MERGED_DIR if (output_dir / MERGED_DIR).is_dir() else None,
+        },
+        "metrics": metrics,
+        "digests": files,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return {
+        "status": "Succeeded",
+        "output": spec.output.uri or str(output_dir),
+        "metrics": metrics,
+        "digests": files,
+    }
+
+
+def save_artifacts(
+    cfg: TrainerConfig,
+    module: Any,
+    state_dict: dict[str, torch.Tensor] | None,
+    tokenizer: Any,
+    base_dir: Path,
+    metrics: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Rank 0: model/adapter, merged model when asked, manifest. Returns the run summary (None on other ranks)."""
+    if not is_rank_zero():
+        return None
+    output_dir = Path(cfg.paths.output_dir)
+    save_model(module, state_dict, tokenizer, output_dir)
+    if cfg.spec.output.merge_adapter:
+        _save_merged(cfg, base_dir, output_dir, tokenizer)
+    return write_manifest(cfg, base_dir, metrics)

@@ -1,0 +1,232 @@
+"""The fine-tuning recipe: one FineTuneJob, from config to saved adapter, read top to bottom.
+
+Started by `python -m finetune_trainer --config FILE` (see `__main__.py`), under `torchrun` for several processes or
+nodes. `main(cfg)` runs setup → train → save and turns any failure into a termination message. Features and the
+spec fields that control them:
+
+- Base model: `model.preset` (tiny presets are built offline by `tiny.py`) or `model.uri` (`storage.py`).
+- Method: `method.type` lora | dora | qlora (4/8-bit base via bitsandbytes) | full (`model.py`).
+- Task: `task.type` causal-lm (prompt/completion or chat messages, loss on the answer only), sequence- and
+  token-classification, seq2seq, question-answering (`tasks.py`); data checked up front (`data.py`).
+- Loop: `training.*`: accumulation, clipping, schedule, precision with autocast, gradient checkpointing, packing.
+- Distribution: DDP over `torchrun` processes, or DeepSpeed ZeRO 0-3 with CPU offload (`distributed.deepspeed`).
+- Checkpoints: every `training.checkpoint_steps`; a restarted run resumes from the newest complete one and ends at
+  exactly the configured step (`checkpoint.py`, `run_policy.resume_from_checkpoint`).
+- Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
+- Output: adapter or model, optional merged model, `manifest.json` with digests (`output.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from finetune_operator.api.trainer import TrainerConfig
+
+from finetune_trainer import checkpoint, data, distributed, engine, metrics, model, output, storage, tasks
+from finetune_trainer.checkpoint import Position
+
+
+class FineTuneRecipe:
+    """One training run in this process (one rank of many under torchrun)."""
+
+    def __init__(self, cfg: TrainerConfig) -> None:
+        self.cfg, self.spec = cfg, cfg.spec
+        self.world = distributed.init_world(use_deepspeed=self.spec.distributed.deepspeed is not None)
+        device = self.world.device
+        self.placement = model.Placement(
+            device, model.resolve_precision(self.spec.training.precision, device)
+        )
+        self.ds_config = engine.deepspeed_settings(self.spec, self.world, self.placement)
+        zero3 = self.ds_config is not None and self.ds_config["zero_optimization"]["stage"] == 3
+        self.placement = replace(self.placement, zero3=zero3)
+        self.reporter = metrics.Reporter(
+            distributed.is_rank_zero(),
+            cfg.metrics_port,
+            total_steps=0,
+            logging_steps=self.spec.training.logging_steps,
+        )
+
+    def setup(self) -> None:
+        """Resolve the model, read the data, build model and engine, restore a checkpoint, in dependency order."""
+        _seed_everything(self.spec.training.seed)
+        self.base_dir = storage.resolve_model(self.spec.model, self.cfg.paths)
+        self.tokenizer = model.load_tokenizer(self.base_dir, self.spec.model.trust_remote_code)
+        # Data comes before the model: a bad dataset fails in seconds, not after minutes of loading weights.
+        self._setup_data()
+        self.total_steps = self._plan_steps()
+        self.reporter.total_steps = self.total_steps
+        # ZeRO-3 needs the DeepSpeed config registered before from_pretrained; it must outlive the load.
+        self._zero3_config = engine.hold_zero3_config(self.ds_config)
+        net = model.load_model(self.base_dir, self.spec, self.placement, self.tokenizer)
+        self.engine = engine.build_engine(
+            net, self.spec, self.placement, self.world, self.ds_config, self.total_steps
+        )
+        restored = None
+        if self.spec.run_policy.resume_from_checkpoint:
+            restored = checkpoint.restore(self.engine, Path(self.cfg.paths.checkpoint_dir), self.world)
+        self.position = restored or Position(step=0, epoch=0, micro_batch=0, tokens=0)
+        self.reporter.event("start", total_steps=self.total_steps, resumed_from=restored and restored.step,
+                            train_examples=len(self.train_set), world_size=self.world.size)  # fmt: skip
+
+    def _setup_data(self) -> None:
+        path = storage.resolve_dataset(self.spec.dataset, self.cfg.paths)
+        splits = data.load_splits(path, self.spec.dataset, self.spec.task, self.spec.training.seed)
+        max_len = min(self.spec.training.max_seq_length, self.tokenizer.model_max_length)
+        encode = (self.tokenizer, self.spec.task, self.spec.dataset.columns, max_len)
+        self.train_set = tasks.encode_all(splits.train, *encode)
+        self.eval_set = tasks.encode_all(splits.eval, *encode)
+        if self.spec.training.packing:
+            self.train_set = tasks.pack(self.train_set, max_len)
+
+    def _plan_steps(self) -> int:
+        """Optimizer steps for the run; also fixes the micro-batches per epoch that the data order uses."""
+        training, world = self.spec.training, self.world.size
+        self.micro_per_epoch = len(self.train_set) // world // training.per_device_batch_size
+        self.steps_per_epoch = self.micro_per_epoch // training.gradient_accumulation_steps
+        if self.steps_per_epoch == 0:
+            need = training.per_device_batch_size * training.gradient_accumulation_steps * world
+            raise data.DataError(
+                f"{len(self.train_set)} training examples are fewer than one global batch ({need})"
+            )
+        if self.cfg.max_steps_override is not None:
+            return self.cfg.max_steps_override
+        return training.max_steps or math.ceil((training.epochs or 1.0) * self.steps_per_epoch)
+
+    def _micro_batches(self, epoch: int, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's micro-batches of `epoch` from index `start`: a pure function of (seed, epoch, rank)."""
+        generator = torch.Generator().manual_seed(self.spec.training.seed + epoch)
+        order = torch.randperm(len(self.train_set), generator=generator).tolist()[
+            self.world.rank :: self.world.size
+        ]
+        size = self.spec.training.per_device_batch_size
+        for index in range(start, self.steps_per_epoch * self.spec.training.gradient_accumulation_steps):
+            rows = [self.train_set[i] for i in order[index * size : (index + 1) * size]]
+            yield _to_device(tasks.collate(rows, self.tokenizer.pad_token_id), self.placement.device)
+
+    def train(self) -> None:
+        """Run optimizer steps from the restored position to `total_steps`, evaluating and checkpointing."""
+        training, pos = self.spec.training, self.position
+        accumulation = training.gradient_accumulation_steps
+        self.reporter.resume(pos.step, pos.tokens)
+        self.last_loss = math.nan
+        while pos.step < self.total_steps:
+            epoch = pos.step // self.steps_per_epoch
+            batches = self._micro_batches(epoch, (pos.step % self.steps_per_epoch) * accumulation)
+            for _ in range(self.steps_per_epoch - pos.step % self.steps_per_epoch):
+                loss, grad_norm, tokens = self._train_step([next(batches) for _ in range(accumulation)])
+                pos = Position(
+                    pos.step + 1,
+                    epoch,
+                    (pos.step + 1 - epoch * self.steps_per_epoch) * accumulation,
+                    pos.tokens + tokens,
+                )
+                self.last_loss = loss
+                self.reporter.step(pos.step, pos.step / self.steps_per_epoch, loss, self.engine.lr(), grad_norm,
+                                   pos.tokens)  # fmt: skip
+                self._maybe_evaluate(pos.step)
+                if pos.step % training.checkpoint_steps == 0 or pos.step == self.total_steps:
+                    checkpoint.save(self.engine, pos, Path(self.cfg.paths.checkpoint_dir), self.world)
+                    self.reporter.event("checkpoint", step=pos.step)
+                if pos.step == self.total_steps:
+                    break
+        self.position = pos
+
+    def _train_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[float, float, int]:
+        """One optimizer step over `window` micro-batches; returns (mean loss over ranks, grad norm, tokens)."""
+        total = torch.zeros((), device=self.placement.device)
+        for index, batch in enumerate(window):
+            loss = self.engine.loss(batch)
+            self.engine.backward(loss)
+            if index < len(window) - 1:
+                self.engine.micro_step()
+            total += loss.detach().float()
+        grad_norm = self.engine.step()
+        tokens = sum(int(b["attention_mask"].sum()) for b in window) * self.world.size
+        return distributed.mean_over_ranks(float(total) / len(window)), grad_norm, tokens
+
+    def _maybe_evaluate(self, step: int) -> None:
+        every = self.spec.training.eval_steps
+        if not self.eval_set or (not (every and step % every == 0) and step != self.total_steps):
+            return
+        self.eval_loss = self.evaluate()
+        self.reporter.eval(step, self.eval_loss)
+
+    def evaluate(self) -> float:
+        """Mean loss over this rank's share of the held-out rows, averaged over ranks."""
+        with torch.no_grad():
+            return self._evaluate()
+
+    def _evaluate(self) -> float:
+        self.engine.module.eval()
+        shard = self.eval_set[self.world.rank :: self.world.size] or self.eval_set[:1]
+        size = self.spec.training.per_device_batch_size
+        losses = [
+            float(self.engine.loss(_to_device(tasks.collate(shard[i : i + size], self.tokenizer.pad_token_id),
+                                              self.placement.device)))
+            for i in range(0, len(shard), size)
+        ]  # fmt: skip
+        self.engine.module.train()
+        return distributed.mean_over_ranks(sum(losses) / len(losses))
+
+    def save(self) -> dict[str, Any] | None:
+        """Write the adapter or model and the manifest; returns the summary on rank 0."""
+        state_dict = (
+            self.engine.gathered_state_dict() if isinstance(self.engine, engine.DeepSpeedEngine) else None
+        )
+        final = {"step": self.position.step, "loss": self.last_loss, "tokens": self.position.tokens}
+        if getattr(self, "eval_loss", None) is not None:
+            final["eval_loss"] = self.eval_loss
+        summary = output.save_artifacts(
+            self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final
+        )
+        distributed.barrier()
+        return summary
+
+    def cleanup(self) -> None:
+        """Leave the process group."""
+        distributed.shutdown()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def failure_summary(exc: BaseException) -> dict[str, Any]:
+    """The termination message of a failed run: the error's kind and its message."""
+    return {"status": "Failed", "reason": type(exc).__name__, "message": str(exc)[:2000]}
+
+
+def main(cfg: TrainerConfig) -> int:
+    """Run one FineTuneJob; returns the process exit code (0 on success)."""
+    message_path = metrics.termination_message_path(cfg.paths.termination_message_path)
+    started = time.monotonic()
+    try:
+        recipe = FineTuneRecipe(cfg)
+        with recipe.reporter:
+            recipe.setup()
+            recipe.train()
+            summary = recipe.save()
+        recipe.cleanup()
+    except Exception as exc:
+        metrics.log_event("failed", **failure_summary(exc))
+        metrics.write_termination_message(message_path, failure_summary(exc))
+        return 1
+    if summary is not None:
+        summary["metrics"]["train_seconds"] = round(time.monotonic() - started, 2)
+        metrics.write_termination_message(message_path, summary)
+        metrics.log_event("done", **{k: v for k, v in summary.items() if k != "digests"})
+    return 0

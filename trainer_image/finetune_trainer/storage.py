@@ -1,0 +1,139 @@
+"""Turning the URIs of `spec.model` and `spec.dataset` into local paths the loaders can open.
+
+Called by the recipe before it loads data or the model. Tiny presets are built by `tiny.build_tiny_preset`;
+hf:// goes through huggingface_hub / datasets into `paths.cache_dir`; http(s) files are downloaded there after the
+resolved address is checked to be public (the API only checks the literal host); pvc:// and configmap:// are
+volumes the operator mounts under `paths.data_dir`. Failures raise `StorageError` naming the URI and the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from finetune_operator.api.data import DatasetSpec
+from finetune_operator.api.model import ModelSpec
+from finetune_operator.api.presets import PRESETS
+from finetune_operator.api.trainer import TrainerPaths
+from finetune_operator.api.uris import scheme_of
+
+from finetune_trainer import tiny
+
+DOWNLOAD_TIMEOUT_S = 60.0
+"""Per-connection timeout for http(s) datasets: a stalled server fails the run instead of hanging it."""
+
+
+class StorageError(RuntimeError):
+    """A model or dataset location cannot be read; the message names the URI."""
+
+
+def _split_hf(uri: str) -> tuple[str, str | None]:
+    name = uri.removeprefix("hf://")
+    repo, _, revision = name.partition("@")
+    return repo, revision or None
+
+
+def _mounted(uri: str, paths: TrainerPaths) -> Path:
+    """pvc://claim/path and configmap://name/key: the volume is mounted at `data_dir`; `path`/`key` is inside it."""
+    _, _, inner = uri.split("://", 1)[1].partition("/")
+    root = Path(paths.data_dir)
+    candidate = root / inner if inner else root
+    if not candidate.exists():
+        raise StorageError(f"{uri}: {candidate} does not exist in the mounted volume")
+    return candidate
+
+
+def _fetch_hf_model(uri: str, paths: TrainerPaths) -> Path:
+    from huggingface_hub import snapshot_download
+
+    repo, revision = _split_hf(uri)
+    try:
+        return Path(snapshot_download(repo, revision=revision, cache_dir=Path(paths.cache_dir) / "hf"))
+    except Exception as exc:
+        raise StorageError(f"cannot fetch model {uri}: {type(exc).__name__}: {exc}") from exc
+
+
+def resolve_model(model: ModelSpec, paths: TrainerPaths) -> Path:
+    """A local directory holding the base checkpoint (config, weights, tokenizer) for `spec.model`."""
+    if model.preset is not None:
+        preset = PRESETS.get(model.preset)
+        if preset is None:
+            raise StorageError(f"unknown model preset {model.preset!r}; known: {', '.join(PRESETS)}")
+        if preset.tiny:
+            return tiny.build_tiny_preset(preset.source, Path(paths.cache_dir))
+        return _fetch_hf_model(preset.source, paths)
+    uri = model.uri or ""
+    scheme = scheme_of(uri)
+    if scheme == "hf":
+        return _fetch_hf_model(uri, paths)
+    if scheme == "pvc":
+        return _mounted(uri, paths)
+    raise StorageError(f"model {uri}: {scheme}:// models are not supported by this trainer image yet")
+
+
+def _check_public(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise StorageError(f"cannot reach {url}: {host!r} does not resolve ({exc.strerror or exc})") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise StorageError(f"refusing {url}: {host!r} resolves to the non-public address {address}")
+
+
+def _download(url: str, paths: TrainerPaths) -> Path:
+    _check_public(url)
+    name = PurePosixPath(urlsplit(url).path).name or "data"
+    dest = Path(paths.cache_dir) / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, partial.open("wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        raise StorageError(f"cannot download {url}: {exc}") from exc
+    partial.replace(dest)
+    return dest
+
+
+def _fetch_hf_dataset(dataset: DatasetSpec, paths: TrainerPaths) -> Path:
+    import datasets
+
+    repo, revision = _split_hf(dataset.uri)
+    dest = (
+        Path(paths.cache_dir) / "datasets" / repo.replace("/", "--") / f"{revision or 'main'}-{dataset.split}"
+    )
+    if (dest / "data.parquet").exists():
+        return dest / "data.parquet"
+    try:
+        table = datasets.load_dataset(
+            repo, revision=revision, split=dataset.split, cache_dir=str(dest / "hf")
+        )
+    except Exception as exc:
+        raise StorageError(f"cannot fetch dataset {dataset.uri}: {type(exc).__name__}: {exc}") from exc
+    table.to_parquet(str(dest / "data.parquet"))
+    return dest / "data.parquet"
+
+
+def resolve_dataset(dataset: DatasetSpec, paths: TrainerPaths) -> Path:
+    """A local file (or parquet folder) holding the rows of `spec.dataset`."""
+    scheme = scheme_of(dataset.uri)
+    if scheme == "hf":
+        return _fetch_hf_dataset(dataset, paths)
+    if scheme in ("http", "https"):
+        return _download(dataset.uri, paths)
+    if scheme in ("pvc", "configmap"):
+        return _mounted(dataset.uri, paths)
+    raise StorageError(
+        f"dataset {dataset.uri}: {scheme}:// datasets are not supported by this trainer image yet"
+    )

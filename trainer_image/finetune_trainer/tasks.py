@@ -1,0 +1,208 @@
+"""The five training objectives: how a validated row becomes token ids and labels, and how rows become batches.
+
+Called by the recipe's `_setup_data` (`encode_all`, `pack`) and its loop (`collate`); `model.load_model` reads
+`MODEL_CLASSES` and `PEFT_TASK_TYPES`. Rows reaching here passed `data.validate`, so fields exist with the right
+types. Labels use -100 for positions the loss ignores: the prompt of an instruction, the turns before the last
+assistant message of a chat, sub-word continuations in token classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from finetune_operator.api.data import ColumnMapping, TaskSpec
+
+from finetune_trainer.data import DataError, Record
+
+IGNORE = -100
+"""Label value the Hugging Face losses skip."""
+
+Features = dict[str, Any]
+"""One encoded example: lists of ints per sequence field, ints for scalar targets."""
+
+MODEL_CLASSES: dict[str, str] = {
+    "causal-lm": "AutoModelForCausalLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "seq2seq": "AutoModelForSeq2SeqLM",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+"""task.type → the transformers auto class that adds the right head."""
+
+PEFT_TASK_TYPES: dict[str, str] = {
+    "causal-lm": "CAUSAL_LM",
+    "sequence-classification": "SEQ_CLS",
+    "token-classification": "TOKEN_CLS",
+    "seq2seq": "SEQ_2_SEQ_LM",
+    "question-answering": "QUESTION_ANS",
+}
+"""task.type → peft.TaskType name; peft then also trains and saves the new head (modules_to_save)."""
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _fit(prefix: list[int], answer: list[int], max_len: int) -> tuple[list[int], list[int]]:
+    """Truncate so at least half the window is answer: the prompt is cut from the left, the answer from the right."""
+    if len(prefix) + len(answer) <= max_len:
+        return prefix, answer
+    answer = answer[: max(max_len // 2, max_len - len(prefix))]
+    return prefix[len(prefix) - (max_len - len(answer)) :] if max_len > len(answer) else [], answer
+
+
+def _sft(tokenizer: Any, prefix: list[int], answer: list[int], max_len: int) -> Features:
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    prefix, answer = _fit(bos + prefix, answer + eos, max_len)
+    return {"input_ids": prefix + answer, "labels": [IGNORE] * len(prefix) + answer}
+
+
+def encode_causal_lm(
+    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> Features:
+    """Instruction (prompt/completion), chat (messages: loss on the last assistant turn) or plain text."""
+    if columns.messages in row:
+        messages = row[columns.messages]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise DataError(
+                "the last message of a chat must have role 'assistant' (it is what is trained on)"
+            )
+        prefix = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        return _sft(tokenizer, _ids(tokenizer, prefix), _ids(tokenizer, full[len(prefix) :]), max_len)
+    if columns.prompt in row:
+        return _sft(
+            tokenizer, _ids(tokenizer, row[columns.prompt]), _ids(tokenizer, row[columns.completion]), max_len
+        )
+    return _sft(tokenizer, [], _ids(tokenizer, row[columns.text]), max_len)
+
+
+def _label_id(value: Any, labels: list[str]) -> int:
+    return value if isinstance(value, int) else labels.index(value)
+
+
+def encode_sequence_classification(
+    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> Features:
+    """One label per text."""
+    encoded = tokenizer(row[columns.text], truncation=True, max_length=max_len)
+    return {**encoded, "labels": _label_id(row[columns.label], task.labels or [])}
+
+
+def encode_token_classification(
+    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> Features:
+    """One tag per word; the tag goes on the word's first sub-word token, the rest are ignored."""
+    encoded = tokenizer(row[columns.tokens], is_split_into_words=True, truncation=True, max_length=max_len)
+    tags = [_label_id(t, task.labels or []) for t in row[columns.tags]]
+    labels, previous = [], None
+    for word in encoded.word_ids():
+        labels.append(IGNORE if word is None or word == previous else tags[word])
+        previous = word
+    return {**encoded, "labels": labels}
+
+
+def encode_seq2seq(
+    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> Features:
+    """Source (with `task.source_prefix`) → target."""
+    source = (task.source_prefix or "") + row[columns.source]
+    encoded = tokenizer(source, truncation=True, max_length=max_len)
+    target = tokenizer(row[columns.target], truncation=True, max_length=max_len)["input_ids"]
+    return {**encoded, "labels": list(target)}
+
+
+def _first_answer(answers: Record) -> tuple[str, int]:
+    text, start = answers.get("text"), answers.get("answer_start")
+    if isinstance(text, list):
+        text, start = (text[0], start[0]) if text and isinstance(start, list) and start else ("", 0)
+    if not isinstance(text, str) or not isinstance(start, int):
+        raise DataError("answers must be {text: [str], answer_start: [int]}")
+    return text, start
+
+
+def encode_question_answering(
+    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> Features:
+    """Extractive QA: the start and end token of the answer span in the context (0, the first token, if cut off)."""
+    text, start_char = _first_answer(row[columns.answers])
+    if row[columns.context][start_char : start_char + len(text)] != text:
+        raise DataError(f"answer {text!r} is not at answer_start {start_char} of the context")
+    encoded = tokenizer(
+        row[columns.question],
+        row[columns.context],
+        truncation="only_second",
+        max_length=max_len,
+        return_offsets_mapping=True,
+    )
+    offsets, sequence = encoded.pop("offset_mapping"), encoded.sequence_ids()
+    end_char, start, end = start_char + len(text), 0, 0
+    for index, (span, seq) in enumerate(zip(offsets, sequence, strict=True)):
+        if seq != 1:
+            continue
+        if span[0] <= start_char < span[1]:
+            start = index
+        if span[0] < end_char <= span[1]:
+            end = index
+    if end < start:
+        start = end = 0
+    return {**encoded, "start_positions": start, "end_positions": end}
+
+
+Encoder = Callable[[Record, Any, TaskSpec, ColumnMapping, int], Features]
+
+ENCODERS: dict[str, Encoder] = {
+    "causal-lm": encode_causal_lm,
+    "sequence-classification": encode_sequence_classification,
+    "token-classification": encode_token_classification,
+    "seq2seq": encode_seq2seq,
+    "question-answering": encode_question_answering,
+}
+"""task.type → the function that turns one row into features."""
+
+
+def encode_all(
+    rows: list[Record], tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> list[Features]:
+    """Encode every row; a DataError is re-raised with the row number in front."""
+    encoder, encoded = ENCODERS[task.type], []
+    for number, row in enumerate(rows, start=1):
+        try:
+            encoded.append(encoder(row, tokenizer, task, columns, max_len))
+        except DataError as exc:
+            raise DataError(f"row {number}: {exc}") from None
+    return encoded
+
+
+def pack(examples: list[Features], max_len: int) -> list[Features]:
+    """causal-lm packing: concatenate examples and cut the stream into full windows of `max_len` tokens."""
+    ids = [t for e in examples for t in e["input_ids"]]
+    labels = [t for e in examples for t in e["labels"]]
+    windows = range(0, len(ids) - max_len + 1, max_len)
+    packed = [{"input_ids": ids[i : i + max_len], "labels": labels[i : i + max_len]} for i in windows]
+    if not packed:
+        raise DataError(f"packing needs at least {max_len} tokens of data, got {len(ids)}")
+    return packed
+
+
+_PAD_LABEL = {"labels": IGNORE}
+
+
+def collate(examples: list[Features], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad the sequence fields of a batch (ids with `pad_id`, labels with -100) and stack the scalars."""
+    batch: dict[str, torch.Tensor] = {}
+    for key, first in examples[0].items():
+        if isinstance(first, list):
+            fill = pad_id if key == "input_ids" else _PAD_LABEL.get(key, 0)
+            width = max(len(e[key]) for e in examples)  # seq2seq labels are not as long as the inputs
+            rows = [list(e[key]) + [fill] * (width - len(e[key])) for e in examples]
+            batch[key] = torch.tensor(rows, dtype=torch.long)
+        else:
+            batch[key] = torch.tensor([e[key] for e in examples], dtype=torch.long)
+    if "attention_mask" not in batch:
+        lengths = torch.tensor([len(e["input_ids"]) for e in examples])
+        batch["attention_mask"] = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
+    return batch
