@@ -112,7 +112,8 @@ def lora_config(spec: FineTuneJobSpec) -> peft.LoraConfig:
     preset = PRESETS.get(spec.model.preset or "")
     targets: list[str] | str
     if lora is not None and lora.target_modules is not None:
-        targets = lora.target_modules
+        # The API takes a list; peft spells "every linear layer" as the bare string.
+        targets = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
     else:
         targets = list(preset.target_modules) if preset is not None else "all-linear"
     return peft.LoraConfig(

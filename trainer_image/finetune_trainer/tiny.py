@@ -111,7 +111,7 @@ def _t5(dest: Path) -> None:
         "vocab_size": len(tokenizer), "d_model": HIDDEN, "d_kv": HIDDEN // HEADS, "d_ff": 2 * HIDDEN,
         "num_layers": LAYERS, "num_decoder_layers": LAYERS, "num_heads": HEADS, "relative_attention_num_buckets": 8,
         "dropout_rate": 0.0, "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": True,  # T5 then scales the output by d_model**-0.5, which keeps random logits small
     }  # fmt: skip
     config = transformers.T5Config(**sizes)
     _save(transformers.T5ForConditionalGeneration(config), tokenizer, dest)
