@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds (or fetches from cache) the pinned binaries the local test cluster runs:
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  <- k8s.io/kubernetes@$KUBERNETES_VERSION
+#   etcd                                                              <- go.etcd.io/etcd/server/v3@$ETCD_VERSION
+#   kwok, kwokctl                                                     <- sigs.k8s.io/kwok@$KWOK_VERSION
+# All from source through the Go module proxy (the only binary source this project may use).
+# etcd comes from its Go module rather than Debian's `etcd-server` (3.4.23, older than the 3.5 line
+# Kubernetes 1.33 is tested against) or PyPI (no etcd server there); ETCD_VERSION is the one
+# k8s.io/kubernetes itself requires, so client and server match.
+#
+# Output: prints the bin directory holding all seven binaries (last line of stdout).
+# Caches, in lookup order: $ROOT/.cache/bin/<component>-<version>/ (per checkout), then
+# $FINETUNE_SHARED_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator/bin/…, shared by
+# every clone on the machine, e.g. CI's fresh clone), then a build (Go's build cache makes rebuilds cheap).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../versions.env
+source "$ROOT/hack/versions.env"
+
+CACHE="$ROOT/.cache"
+SHARED="${FINETUNE_SHARED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator}"
+BIN="$CACHE/cluster/bin"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
+NICE=(nice -n 10)
+
+log() { echo "[cluster/build] $*" >&2; }
+
+# have <dir> <names...>: true when every named binary is in <dir> and executable.
+have() {
+  local dir="$1"; shift
+  local b
+  for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done
+}
+
+# fetch_or_build <component-version> <build-function> <binaries...>
+# Ensures $CACHE/bin/<component-version>/ holds the binaries; links them into $BIN.
+fetch_or_build() {
+  local key="$1" builder="$2"; shift 2
+  local local_dir="$CACHE/bin/$key" shared_dir="$SHARED/bin/$key" b
+  if have "$local_dir" "$@"; then
+    log "$key: cached in $local_dir"
+  elif have "$shared_dir" "$@"; then
+    log "$key: copying from shared cache $shared_dir"
+    mkdir -p "$local_dir"
+    for b in "$@"; do cp "$shared_dir/$b" "$local_dir/$b.tmp" && mv "$local_dir/$b.tmp" "$local_dir/$b"; done
+  else
+    log "$key: building from source (cold: minutes; see up.sh header for timings)"
+    local start=$SECONDS
+    mkdir -p "$local_dir"
+    "$builder" "$local_dir"
+    have "$local_dir" "$@" || { log "$key: build did not produce $*"; exit 1; }
+    log "$key: built in $((SECONDS - start))s"
+    if mkdir -p "$shared_dir" 2>/dev/null; then
+      for b in "$@"; do cp "$local_dir/$b" "$shared_dir/$b.tmp.$$" && mv "$shared_dir/$b.tmp.$$" "$shared_dir/$b"; done
+      log "$key: stored in shared cache $shared_dir"
+    fi
+  fi
+  mkdir -p "$BIN"
+  for b in "$@"; do ln -sfn "$local_dir/$b" "$BIN/$b"; done
+}
+
+# A throwaway module that requires k8s.io/kubernetes and maps its staging modules (which its go.mod
+# points at ./staging/src/…, unusable from the module cache) to the published k8s.io/* v0.<minor>.<patch>.
+build_kubernetes() {
+  local out="$1" mod="$CACHE/build/kubernetes-$KUBERNETES_VERSION"
+  local staging="v0.${KUBERNETES_VERSION#v1.}"
+  mkdir -p "$mod"
+  if [[ ! -f "$mod/go.mod" ]] || ! grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$mod/go.mod"; then
+    log "kubernetes: generating build module in $mod (staging modules -> $staging)"
+    local upstream
+    upstream="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    {
+      echo "module finetune-operator.local/kubernetes-build"
+      echo
+      echo "go $(awk '$1 == "go" {print $2; exit}' "$upstream")"
+      echo
+      echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+      echo
+      awk -v v="$staging" '$2 == "=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " v}' "$upstream"
+    } >"$mod/go.mod"
+    rm -f "$mod/go.sum"
+  fi
+  local pkg="k8s.io/component-base/version" minor="${KUBERNETES_VERSION#v1.}"
+  minor="${minor%%.*}"
+  local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
+  local cmd
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    log "kubernetes: go build k8s.io/kubernetes/cmd/$cmd"
+    (cd "$mod" && "${NICE[@]}" go build -mod=mod -trimpath -ldflags "$ldflags" \
+      -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+  done
+}
+
+build_etcd() {
+  local out="$1" mod="$CACHE/build/etcd-$ETCD_VERSION"
+  mkdir -p "$mod"
+  if [[ ! -f "$mod/go.mod" ]] || ! grep -q "server/v3 $ETCD_VERSION" "$mod/go.mod"; then
+    log "etcd: generating build module in $mod"
+    printf 'module finetune-operator.local/etcd-build\n\ngo 1.23\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+      "$ETCD_VERSION" >"$mod/go.mod"
+    rm -f "$mod/go.sum"
+  fi
+  log "etcd: go build go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  (cd "$mod" && "${NICE[@]}" go build -mod=mod -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kwok() {
+  local out="$1" cmd
+  local ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+  ldflags+=" -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}"
+  for cmd in kwok kwokctl; do
+    log "kwok: go install sigs.k8s.io/kwok/cmd/$cmd@$KWOK_VERSION"
+    GOBIN="$out" "${NICE[@]}" go install -trimpath -ldflags "$ldflags" "sigs.k8s.io/kwok/cmd/$cmd@$KWOK_VERSION"
+  done
+}
+
+command -v go >/dev/null || { log "go (>= 1.24) is required on PATH"; exit 1; }
+fetch_or_build "etcd-$ETCD_VERSION" build_etcd etcd
+fetch_or_build "kwok-$KWOK_VERSION" build_kwok kwok kwokctl
+fetch_or_build "kubernetes-$KUBERNETES_VERSION" build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+echo "$BIN"

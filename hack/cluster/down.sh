@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Stops the local test cluster started by hack/cluster/up.sh and removes its state (etcd data, PKI,
+# kubeconfig); built binaries stay cached. Safe to run when nothing is running.
+# Every process up.sh started has a pid file under .cache/cluster/kwok/clusters/<name>/pids/; after
+# `kwokctl delete cluster` those pids are checked again and any survivor is killed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CLUSTER_DIR="$ROOT/.cache/cluster"
+NAME="${FINETUNE_CLUSTER_NAME:-finetune}"
+export KWOK_WORKDIR="$CLUSTER_DIR/kwok"
+STATE="$KWOK_WORKDIR/clusters/$NAME"
+KWOKCTL="$CLUSTER_DIR/bin/kwokctl"
+
+log() { echo "[cluster/down] $*" >&2; }
+
+if [[ ! -d "$STATE" ]]; then
+  log "no cluster $NAME in $KWOK_WORKDIR"
+  rm -f "$CLUSTER_DIR/kubeconfig"
+  exit 0
+fi
+
+pids=()
+for f in "$STATE"/pids/*.pid; do
+  [[ -f "$f" ]] && pids+=("$(<"$f")")
+done
+
+if [[ -x "$KWOKCTL" ]]; then
+  log "kwokctl delete cluster --name $NAME"
+  "$KWOKCTL" delete cluster --name "$NAME" --kubeconfig "$CLUSTER_DIR/kubeconfig" >&2 \
+    || log "kwokctl delete failed; killing processes directly"
+fi
+
+# Anything still alive from the pid files is ours: TERM, then KILL after 10 s.
+alive() {
+  local p out=()
+  for p in "$@"; do kill -0 "$p" 2>/dev/null && out+=("$p"); done
+  echo "${out[@]:-}"
+}
+left="$(alive "${pids[@]:-}")"
+if [[ -n "$left" ]]; then
+  log "terminating leftover pids: $left"
+  # shellcheck disable=SC2086
+  kill $left 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    left="$(alive $left)"
+    [[ -z "$left" ]] && break
+    sleep 0.5
+  done
+  # shellcheck disable=SC2086
+  [[ -n "$left" ]] && kill -9 $left 2>/dev/null || true
+fi
+
+rm -rf "$STATE"
+rm -f "$CLUSTER_DIR/kubeconfig"
+log "cluster $NAME stopped"

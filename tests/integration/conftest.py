@@ -1,0 +1,155 @@
+"""Fixtures for integration tests against a real kube-apiserver with fake (KWOK) GPU nodes.
+
+The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` answers, otherwise it runs
+`hack/cluster/up.sh` (which builds the pinned binaries on first use, see its header for timings) and runs
+`hack/cluster/down.sh` at session end. Set FINETUNE_KEEP_CLUSTER=1 to leave a cluster it started running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+# Make `tests.` importable however pytest is invoked (tests/invalid_specs.py is shared with the unit tests).
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:
+    sys.path.append(str(_ROOT))
+
+from tests.integration.helpers import GROUP, KUBECONFIG, PLURAL, ROOT, VERSION, Kube, wait_until  # noqa: E402
+
+CRD_DIR = ROOT / "crds"
+UP_TIMEOUT_S = 45 * 60  # a cold build of Kubernetes on 2 cores; warm starts take seconds
+
+
+def _cluster_answers() -> bool:
+    if not KUBECONFIG.is_file():
+        return False
+    try:
+        probe = Kube.connect(KUBECONFIG)
+        try:
+            client.VersionApi(probe.api).get_code(_request_timeout=5)
+        finally:
+            probe.api.close()
+    except Exception:
+        return False
+    return True
+
+
+def _run_script(name: str, timeout: float) -> None:
+    script = ROOT / "hack" / "cluster" / name
+    print(f"\n[integration] running {script.relative_to(ROOT)}", file=sys.stderr, flush=True)
+    subprocess.run([str(script)], cwd=ROOT, check=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Kube]:
+    """A running cluster: reused if `.cache/cluster/kubeconfig` answers, else started and later stopped."""
+    started = False
+    if not _cluster_answers():
+        started = True
+        try:
+            _run_script("up.sh", UP_TIMEOUT_S)
+        except BaseException:
+            _run_script("down.sh", 120)
+            raise
+    kube = Kube.connect(KUBECONFIG)
+    try:
+        yield kube
+    finally:
+        kube.api.close()
+        if started and os.environ.get("FINETUNE_KEEP_CLUSTER") != "1":
+            _run_script("down.sh", 120)
+
+
+def _crd_documents() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        with path.open() as f:
+            docs += [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "CustomResourceDefinition"]
+    return docs
+
+
+def _established(crd: Any) -> bool:
+    conditions = (crd.status and crd.status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Kube) -> list[str]:
+    """Installs (or updates) every CRD in crds/ and waits until each is Established; returns their names."""
+    docs = _crd_documents()
+    if not docs:
+        pytest.fail(f"no CustomResourceDefinition found in {CRD_DIR}")
+    names = []
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        try:
+            kube.ext.create_custom_resource_definition(doc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            current = kube.ext.read_custom_resource_definition(name)
+            doc = {
+                **doc,
+                "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
+            }
+            kube.ext.replace_custom_resource_definition(name, doc)
+        names.append(name)
+    for name in names:
+        wait_until(
+            f"CRD {name} Established",
+            lambda n=name: _established(kube.ext.read_custom_resource_definition(n)),
+        )
+    # Established means the API is served; the discovery/REST mapping can still lag a moment.
+    wait_until(
+        f"{PLURAL}.{GROUP} to be served",
+        lambda: _list_works(kube),
+        timeout=30,
+    )
+    return names
+
+
+def _list_works(kube: Kube) -> bool:
+    try:
+        kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
+    except ApiException:
+        return False
+    return True
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (with its default ServiceAccount), deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"it-{slug}-{uuid.uuid4().hex[:6]}"
+    kube.core.create_namespace({"metadata": {"name": name, "labels": {"finetune.io/test": "integration"}}})
+
+    def default_sa() -> bool:
+        try:
+            kube.core.read_namespaced_service_account("default", name)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    wait_until(f"ServiceAccount default in {name}", default_sa, timeout=30)
+    try:
+        yield name
+    finally:
+        try:
+            kube.core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise

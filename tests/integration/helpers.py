@@ -1,0 +1,71 @@
+"""Shared helpers for the integration tests (imported as `tests.integration.helpers`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECONFIG = ROOT / ".cache" / "cluster" / "kubeconfig"
+
+GROUP = "finetune.io"
+VERSION = "v1alpha1"
+PLURAL = "finetunejobs"
+KIND = "FineTuneJob"
+
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.5) -> T:
+    """Polls `probe` until it returns something other than None/False; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Kube:
+    """API clients bound to the test cluster."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api
+    batch: client.BatchV1Api
+    custom: client.CustomObjectsApi
+    ext: client.ApiextensionsV1Api
+    kubeconfig: Path
+
+    @classmethod
+    def connect(cls, kubeconfig: Path = KUBECONFIG) -> Kube:
+        from kubernetes import config
+
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        return cls(
+            api=api,
+            core=client.CoreV1Api(api),
+            batch=client.BatchV1Api(api),
+            custom=client.CustomObjectsApi(api),
+            ext=client.ApiextensionsV1Api(api),
+            kubeconfig=kubeconfig,
+        )
+
+    def create_finetunejob(self, namespace: str, body: dict[str, Any], dry_run: bool = False) -> Any:
+        """Creates a FineTuneJob with strict field validation (unknown fields are errors, as with kubectl)."""
+        kwargs: dict[str, Any] = {"field_validation": "Strict"}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body, **kwargs)
+
+    def patch_finetunejob(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+        """JSON merge patch of a FineTuneJob."""
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
