@@ -1,0 +1,96 @@
+"""A run killed with SIGKILL at a random step resumes from its last complete checkpoint and ends where configured.
+
+The resumed run must continue the loss curve of an uninterrupted run step for step: that only holds if the
+weights, optimizer, scheduler, RNG state and data position all came back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from finetune_trainer import checkpoint, recipe
+
+from tests.trainer.trainerkit import (
+    INSTRUCTIONS,
+    ROOT,
+    SUBPROCESS_ENV,
+    Run,
+    make_config,
+    parse_events,
+    read_summary,
+    write_config,
+)  # fmt: skip
+
+SPEC = {"model": {"preset": "tiny-llama"}, "training": {"maxSteps": 30, "checkpointSteps": 5}}
+
+
+def _run_until_killed(config_file: Path, kill_at: int) -> int:
+    """Start the trainer, SIGKILL it once it logs step `kill_at`; return the last step it logged."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finetune_trainer", "--config", str(config_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, **SUBPROCESS_ENV},
+    )  # fmt: skip
+    assert process.stdout is not None
+    last = 0
+    for line in process.stdout:
+        if line.startswith('{"event": "step"'):
+            last = json.loads(line)["step"]
+            if last >= kill_at:
+                process.kill()
+                break
+    process.wait(timeout=60)
+    assert process.returncode == -9, "the trainer finished before it could be killed"
+    return last
+
+
+def test_sigkill_then_restart_continues_the_loss_curve(
+    tmp_path: Path, train: Callable[..., Run], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = train(SPEC, INSTRUCTIONS, sub="reference")
+    kill_at = random.randint(6, 24)
+    print(f"killing at step {kill_at}")
+    cfg = make_config(tmp_path / "killed", SPEC, INSTRUCTIONS)
+
+    killed_at = _run_until_killed(write_config(cfg), kill_at)
+    saved = checkpoint.complete_checkpoints(Path(cfg.paths.checkpoint_dir))
+    assert saved, "no checkpoint was complete before the kill"
+    capsys.readouterr()
+    rc = recipe.main(cfg)
+    resumed = Run(
+        rc, parse_events(capsys.readouterr().out), read_summary(cfg), Path(cfg.paths.output_dir), cfg
+    )
+
+    assert rc == 0, resumed.summary
+    resumed_from = resumed.event("start")["resumed_from"]
+    assert resumed_from == int(saved[-1].name.split("-")[1])
+    assert resumed_from % 5 == 0 and killed_at - 5 <= resumed_from <= killed_at
+    assert sorted(resumed.losses) == list(range(resumed_from + 1, 31))
+    assert resumed.summary["metrics"]["step"] == 30
+    for step, loss in resumed.losses.items():
+        assert loss == pytest.approx(reference.losses[step], rel=1e-4), f"step {step}"
+
+
+def test_restore_ignores_a_checkpoint_that_was_being_written(train: Callable[..., Run]) -> None:
+    first = train({**SPEC, "training": {"maxSteps": 10, "checkpointSteps": 5}}, INSTRUCTIONS)
+    root = Path(first.config.paths.checkpoint_dir)
+    assert [p.name for p in checkpoint.complete_checkpoints(root)] == ["checkpoint-5", "checkpoint-10"]
+    (root / "checkpoint-15.partial").mkdir()  # a save cut short by a kill
+    (root / "checkpoint-15.partial" / "rng-0.pt").write_bytes(b"truncated")
+
+    assert checkpoint.complete_checkpoints(root)[-1].name == "checkpoint-10"
+
+
+def test_resume_can_be_disabled(train: Callable[..., Run]) -> None:
+    spec = {**SPEC, "training": {"maxSteps": 6, "checkpointSteps": 3}}
+    train(spec, INSTRUCTIONS, sub="same")
+    again = train({**spec, "runPolicy": {"resumeFromCheckpoint": False}}, INSTRUCTIONS, sub="same")
+
+    assert again.event("start")["resumed_from"] is None
+    assert sorted(again.losses) == list(range(1, 7))
