@@ -7,6 +7,7 @@ The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` an
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -26,9 +27,8 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.append(str(_ROOT))
 
-from tests.integration.helpers import GROUP, KUBECONFIG, PLURAL, ROOT, VERSION, Kube, wait_until  # noqa: E402
+from tests.integration.helpers import CRD_DIR, GROUP, KUBECONFIG, PLURAL, ROOT, VERSION, Kube, wait_until  # noqa: E402
 
-CRD_DIR = ROOT / "crds"
 UP_TIMEOUT_S = 45 * 60  # a cold build of Kubernetes on 2 cores; warm starts take seconds
 
 
@@ -80,6 +80,13 @@ def _crd_documents() -> list[dict[str, Any]]:
     return docs
 
 
+def _status_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"({err.status}) {err.body}"
+
+
 def _established(crd: Any) -> bool:
     conditions = (crd.status and crd.status.conditions) or []
     return any(c.type == "Established" and c.status == "True" for c in conditions)
@@ -94,17 +101,23 @@ def crds(kube: Kube) -> list[str]:
     names = []
     for doc in docs:
         name = doc["metadata"]["name"]
+        rejected = None
         try:
-            kube.ext.create_custom_resource_definition(doc)
+            try:
+                kube.ext.create_custom_resource_definition(doc)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                current = kube.ext.read_custom_resource_definition(name)
+                doc = {
+                    **doc,
+                    "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
+                }
+                kube.ext.replace_custom_resource_definition(name, doc)
         except ApiException as e:
-            if e.status != 409:
-                raise
-            current = kube.ext.read_custom_resource_definition(name)
-            doc = {
-                **doc,
-                "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
-            }
-            kube.ext.replace_custom_resource_definition(name, doc)
+            rejected = e
+        if rejected is not None:
+            pytest.fail(f"the API server rejected CRD {name}: {_status_message(rejected)}", pytrace=False)
         names.append(name)
     for name in names:
         wait_until(

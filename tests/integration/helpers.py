@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG = ROOT / ".cache" / "cluster" / "kubeconfig"
+# FINETUNE_CRD_DIR: try a CRD under development without touching crds/.
+CRD_DIR = Path(os.environ.get("FINETUNE_CRD_DIR", ROOT / "crds"))
 
 GROUP = "finetune.io"
 VERSION = "v1alpha1"

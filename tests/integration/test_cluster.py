@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from tests.integration.helpers import GROUP, KIND, PLURAL, ROOT, VERSION, Kube
+from tests.integration.helpers import CRD_DIR, GROUP, KIND, PLURAL, ROOT, VERSION, Kube
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_committed_crd_is_established_and_structural(kube: Kube, crds: list[str]
 
 def test_committed_crd_matches_what_the_server_stores(kube: Kube, crds: list[str]) -> None:
     """The server keeps the schema as committed (nothing dropped while converting it to its internal form)."""
-    with (ROOT / "crds" / f"{GROUP}_{PLURAL}.yaml").open() as f:
+    with (CRD_DIR / f"{GROUP}_{PLURAL}.yaml").open() as f:
         committed = yaml.safe_load(f)
     raw = kube.ext.read_custom_resource_definition(CRD_NAME, _preload_content=False)
     served = json.loads(raw.data)
