@@ -122,7 +122,12 @@ def _schema_of(model: type[ApiModel]) -> dict[str, Any]:
 
 def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition as a dict (pure)."""
-    root_rules = [r.crd_validation() for r in job.FineTuneJob.rules if r.server and r.cel]
+    # fieldPath cannot point into metadata; root rules name the field in their message instead.
+    root_rules = [
+        {k: v for k, v in r.crd_validation().items() if k != "fieldPath"}
+        for r in job.FineTuneJob.rules
+        if r.server and r.cel
+    ]
     openapi = {
         "description": inspect.cleandoc(job.FineTuneJob.__doc__ or ""),
         "type": "object",

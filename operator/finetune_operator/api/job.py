@@ -24,7 +24,14 @@ PLURAL = "finetunejobs"
 MAX_NAME_LENGTH = 50
 """Child objects append suffixes such as `-worker-0` to the job's name; 50 keeps them within 63 characters."""
 
-_EMPTY: JsonDict = {"default": {}}
+
+def _block(model: type[ApiModel], description: str) -> Any:
+    """An optional block of the spec: defaults to the model's defaults, which the CRD spells out as well.
+
+    The API server checks a default against the block's CEL rules, so the CRD default must be complete, not {}.
+    """
+    default: JsonDict = {"default": model().to_wire()}
+    return Field(default_factory=model, json_schema_extra=default, description=description)
 
 
 def _cel_list(items: list[str] | tuple[str, ...]) -> str:
@@ -61,42 +68,16 @@ class FineTuneJobSpec(ApiModel):
     """What to fine-tune, on which data, how, where it runs and where the result goes."""
 
     model: ModelSpec = Field(description="The base model: a preset name or a URI.")
-    method: MethodSpec = Field(
-        default_factory=MethodSpec,
-        json_schema_extra=_EMPTY,
-        description="lora (default), qlora, dora or full, with their settings.",
-    )
-    task: TaskSpec = Field(
-        default_factory=TaskSpec,
-        json_schema_extra=_EMPTY,
-        description="The training objective; causal-lm (instruction or chat SFT) by default.",
+    method: MethodSpec = _block(MethodSpec, "lora (default), qlora, dora or full, with their settings.")
+    task: TaskSpec = _block(
+        TaskSpec, "The training objective; causal-lm (instruction or chat SFT) by default."
     )
     dataset: DatasetSpec = Field(description="The training examples.")
-    training: TrainingSpec = Field(
-        default_factory=TrainingSpec,
-        json_schema_extra=_EMPTY,
-        description="Hyperparameters of the training loop.",
-    )
-    distributed: DistributedSpec = Field(
-        default_factory=DistributedSpec,
-        json_schema_extra=_EMPTY,
-        description="Nodes, processes per node and DeepSpeed ZeRO.",
-    )
-    resources: ResourcesSpec = Field(
-        default_factory=ResourcesSpec,
-        json_schema_extra=_EMPTY,
-        description="GPUs, CPU, memory and placement of the training pods.",
-    )
-    output: OutputSpec = Field(
-        default_factory=OutputSpec,
-        json_schema_extra=_EMPTY,
-        description="Where the adapter or model is written.",
-    )
-    run_policy: RunPolicy = Field(
-        default_factory=RunPolicy,
-        json_schema_extra=_EMPTY,
-        description="Suspension, retries, deadline and queueing (Kueue).",
-    )
+    training: TrainingSpec = _block(TrainingSpec, "Hyperparameters of the training loop.")
+    distributed: DistributedSpec = _block(DistributedSpec, "Nodes, processes per node and DeepSpeed ZeRO.")
+    resources: ResourcesSpec = _block(ResourcesSpec, "GPUs, CPU, memory and placement of the training pods.")
+    output: OutputSpec = _block(OutputSpec, "Where the adapter or model is written.")
+    run_policy: RunPolicy = _block(RunPolicy, "Suspension, retries, deadline and queueing (Kueue).")
 
     immutable: ClassVar[tuple[str, ...]] = (
         "model",
