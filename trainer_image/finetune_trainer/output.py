@@ -38,10 +38,11 @@ def sha256_of(path: Path) -> str:
 
 
 def digests(output_dir: Path, skip: Path) -> dict[str, str]:
-    """sha256 of every file under `output_dir` except the manifest and anything under `skip` (checkpoints)."""
+    """sha256 of every file under `output_dir` except the manifest, hidden paths and `skip` (checkpoints)."""
     found = {}
     for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
-        if path.name == MANIFEST or path.is_relative_to(skip) or ".partial" in path.parent.name:
+        hidden = any(part.startswith(".") for part in path.relative_to(output_dir).parts)
+        if path.name == MANIFEST or hidden or path.is_relative_to(skip):
             continue
         found[str(path.relative_to(output_dir))] = sha256_of(path)
     return found
