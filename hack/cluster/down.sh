@@ -5,7 +5,7 @@
 # `kwokctl delete cluster` those pids are checked again and any survivor is killed.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 CLUSTER_DIR="$ROOT/.cache/cluster"
 NAME="${FINETUNE_CLUSTER_NAME:-finetune}"
 export KWOK_WORKDIR="$CLUSTER_DIR/kwok"
@@ -31,10 +31,14 @@ if [[ -x "$KWOKCTL" ]]; then
     || log "kwokctl delete failed; killing processes directly"
 fi
 
-# Anything still alive from the pid files is ours: TERM, then KILL after 10 s.
+# A pid from the pid files that is still alive and runs a binary from this checkout's .cache/ is ours:
+# TERM, then KILL after 10 s. The exe check guards against reused pids.
 alive() {
-  local p out=()
-  for p in "$@"; do kill -0 "$p" 2>/dev/null && out+=("$p"); done
+  local p exe out=()
+  for p in "$@"; do
+    exe="$(readlink "/proc/$p/exe" 2>/dev/null)" || continue
+    [[ "$exe" == "$ROOT/.cache/"* ]] && out+=("$p")
+  done
   echo "${out[@]:-}"
 }
 left="$(alive "${pids[@]:-}")"
