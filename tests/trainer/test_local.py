@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 def test_run_local_trains_the_tiny_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "DEFAULT_CACHE", PRESETS)
-    console = Console(file=open(tmp_path / "console.txt", "w"), width=100)  # noqa: SIM115
+    screen = io.StringIO()
+    console = Console(file=screen, width=100)
 
     result = local.run_local(
         ROOT / "examples" / "tiny-lora.yaml", tmp_path / "out", max_steps=6, console=console
@@ -31,8 +33,7 @@ def test_run_local_trains_the_tiny_example(tmp_path: Path, monkeypatch: pytest.M
     assert not any(name.startswith(".local") for name in result.summary["digests"])
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["job"]["name"] == "tiny-lora"
-    console.file.close()
-    assert "6/6" in (tmp_path / "console.txt").read_text()
+    assert "6/6" in screen.getvalue()
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
