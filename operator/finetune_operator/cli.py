@@ -66,6 +66,40 @@ def validate(
     raise typer.Exit(code=1 if failed else 0)
 
 
+@app.command()
+def run(
+    file: Annotated[
+        Path, typer.Argument(help="A FineTuneJob manifest (ConfigMaps for configmap:// data may follow).")
+    ],
+    output: Annotated[
+        Path, typer.Option(help="Folder for the adapter or model, manifest.json and checkpoints.")
+    ] = Path("finetune-output"),
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")
+    ] = None,
+    nproc: Annotated[
+        int, typer.Option(min=1, help="Processes (through torchrun), e.g. to try DeepSpeed.")
+    ] = 1,
+) -> None:
+    """Train a FineTuneJob on this machine with the same trainer the pods run."""
+    problems = validate_file(file)
+    for line in problems:
+        err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(code=1)
+    # Imported here: the trainer extra (torch, transformers, …) is only needed to train.
+    from finetune_trainer.local import run_local
+
+    result = run_local(file, output, max_steps=max_steps, nproc=nproc)
+    if result.returncode == 0:
+        console.print(f"[green]✓[/green] trained: {result.output_dir}", highlight=False)
+    else:
+        err.print(
+            f"[red]✗[/red] failed: {result.summary.get('message', 'see the log above')}", highlight=False
+        )
+    raise typer.Exit(code=result.returncode)
+
+
 @app.command("crd")
 def crd_command(
     output_dir: Annotated[Path, typer.Option(help="Folder to write the CRD into.")] = Path("crds"),

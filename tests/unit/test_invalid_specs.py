@@ -55,3 +55,13 @@ def test_cli_rejects_files_without_a_job(tmp_path: Path, text: str, expected: st
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 1
     assert expected in result.output
+
+
+def test_run_refuses_an_invalid_manifest_before_training(tmp_path: Path) -> None:
+    bad = next(c for c in INVALID_SPECS if c.id == "epochs-and-max-steps")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad.manifest))
+    result = CliRunner().invoke(app, ["run", str(path), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "spec.training.maxSteps" in result.output
+    assert not (tmp_path / "out").exists()
