@@ -7,6 +7,7 @@ The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,22 +47,25 @@ def _cluster_answers() -> bool:
     return True
 
 
-def _run_script(name: str, timeout: float) -> None:
+def _run_script(config: pytest.Config, name: str, timeout: float) -> None:
+    """Runs a hack/cluster script with its output shown live (a cold build takes many minutes)."""
     script = ROOT / "hack" / "cluster" / name
-    print(f"\n[integration] running {script.relative_to(ROOT)}", file=sys.stderr, flush=True)
-    subprocess.run([str(script)], cwd=ROOT, check=True, timeout=timeout)
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n[integration] running {script.relative_to(ROOT)}", file=sys.stderr, flush=True)
+        subprocess.run([str(script)], cwd=ROOT, check=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
-def kube() -> Iterator[Kube]:
+def kube(pytestconfig: pytest.Config) -> Iterator[Kube]:
     """A running cluster: reused if `.cache/cluster/kubeconfig` answers, else started and later stopped."""
     started = False
     if not _cluster_answers():
         started = True
         try:
-            _run_script("up.sh", UP_TIMEOUT_S)
+            _run_script(pytestconfig, "up.sh", UP_TIMEOUT_S)
         except BaseException:
-            _run_script("down.sh", 120)
+            _run_script(pytestconfig, "down.sh", 120)
             raise
     kube = Kube.connect(KUBECONFIG)
     try:
@@ -69,7 +73,7 @@ def kube() -> Iterator[Kube]:
     finally:
         kube.api.close()
         if started and os.environ.get("FINETUNE_KEEP_CLUSTER") != "1":
-            _run_script("down.sh", 120)
+            _run_script(pytestconfig, "down.sh", 120)
 
 
 def _crd_documents() -> list[dict[str, Any]]:

@@ -72,12 +72,12 @@ def test_gpu_nodes_advertise_gpus(kube: Kube) -> None:
 
 def test_gpu_job_runs_on_fake_gpu_node_and_completes(kube: Kube, namespace: str) -> None:
     kube.batch.create_namespaced_job(
-        namespace, gpu_job("gpu-ok", annotations={"kwok.finetune.io/run-duration": "2s"})
+        namespace, gpu_job("gpu-ok", annotations={"kwok.finetune.io/run-duration": "5s"})
     )
 
     def running_pod() -> Any:
         for pod in job_pods(kube, namespace, "gpu-ok"):
-            if pod.status.phase in ("Running", "Succeeded"):
+            if pod.status.phase == "Running":
                 return pod
         return None
 
