@@ -46,6 +46,7 @@ fetch_or_build() {
     for b in "$@"; do cp "$shared_dir/$b" "$local_dir/$b.tmp" && mv "$local_dir/$b.tmp" "$local_dir/$b"; done
   else
     log "$key: building from source (cold: minutes; see up.sh header for timings)"
+    command -v go >/dev/null || { log "go (>= 1.24) is required on PATH to build $key"; exit 1; }
     local start=$SECONDS
     mkdir -p "$local_dir"
     "$builder" "$local_dir"
@@ -118,7 +119,6 @@ build_kwok() {
   done
 }
 
-command -v go >/dev/null || { log "go (>= 1.24) is required on PATH"; exit 1; }
 fetch_or_build "etcd-$ETCD_VERSION" build_etcd etcd
 fetch_or_build "kwok-$KWOK_VERSION" build_kwok kwok kwokctl
 fetch_or_build "kubernetes-$KUBERNETES_VERSION" build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
