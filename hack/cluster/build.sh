@@ -15,7 +15,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=../versions.env
+# shellcheck source=hack/versions.env
 source "$ROOT/hack/versions.env"
 
 CACHE="$ROOT/.cache"

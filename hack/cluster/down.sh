@@ -33,26 +33,27 @@ fi
 
 # A pid from the pid files that is still alive and runs a binary from this checkout's .cache/ is ours:
 # TERM, then KILL after 10 s. The exe check guards against reused pids.
-alive() {
-  local p exe out=()
+ours() {
+  local p exe
   for p in "$@"; do
     exe="$(readlink "/proc/$p/exe" 2>/dev/null)" || continue
-    [[ "$exe" == "$ROOT/.cache/"* ]] && out+=("$p")
+    [[ "$exe" == "$ROOT/.cache/"* ]] && echo "$p"
   done
-  echo "${out[@]:-}"
+  return 0
 }
-left="$(alive "${pids[@]:-}")"
-if [[ -n "$left" ]]; then
-  log "terminating leftover pids: $left"
-  # shellcheck disable=SC2086
-  kill $left 2>/dev/null || true
+mapfile -t left < <(ours "${pids[@]}")
+if ((${#left[@]})); then
+  log "terminating leftover pids: ${left[*]}"
+  kill "${left[@]}" 2>/dev/null || true
   for _ in $(seq 1 20); do
-    left="$(alive $left)"
-    [[ -z "$left" ]] && break
+    mapfile -t left < <(ours "${left[@]}")
+    ((${#left[@]})) || break
     sleep 0.5
   done
-  # shellcheck disable=SC2086
-  [[ -n "$left" ]] && kill -9 $left 2>/dev/null || true
+  if ((${#left[@]})); then
+    log "killing pids that ignored SIGTERM: ${left[*]}"
+    kill -9 "${left[@]}" 2>/dev/null || true
+  fi
 fi
 
 rm -rf "$STATE"
