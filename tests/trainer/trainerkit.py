@@ -87,8 +87,8 @@ def make_config(
     if rows is not None:
         write_rows(data_dir / name, rows)
     full = {
-        "dataset": {"uri": f"pvc://data/{name}"},
         **spec,
+        "dataset": {"uri": f"pvc://data/{name}", **spec.get("dataset", {})},
         "training": {**TRAINING, **spec.get("training", {})},
     }
     return TrainerConfig.model_validate({

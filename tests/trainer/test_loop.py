@@ -1,0 +1,58 @@
+"""Loop features: evaluation on a held-out split, gradient checkpointing, packing, plain DDP over two processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.trainerkit import INSTRUCTIONS, Run, launch, make_config
+
+LLAMA_JOB = {"model": {"preset": "tiny-llama"}}
+
+
+def test_evaluation_on_the_held_out_split(train: Callable[..., Run]) -> None:
+    rows = INSTRUCTIONS * 2  # 16 rows: 4 held out, 12 trained on
+    run = train({**LLAMA_JOB, "method": {"type": "full"}, "dataset": {"validationSplit": 0.25},
+                 "training": {"evalSteps": 5, "maxSteps": 10, "learningRate": 0.002}}, rows)  # fmt: skip
+
+    assert run.rc == 0, run.summary
+    assert run.event("start")["train_examples"] == 12
+    evals = {e["step"]: e["eval_loss"] for e in run.events if e["event"] == "eval"}
+    assert sorted(evals) == [5, 10]
+    assert evals[10] < evals[5]  # the held-out rows repeat trained ones, so eval loss falls too
+    assert run.summary["metrics"]["eval_loss"] == evals[10]
+
+
+def test_gradient_checkpointing_does_not_change_the_numbers(train: Callable[..., Run]) -> None:
+    spec = {**LLAMA_JOB, "training": {"maxSteps": 5}}
+    plain = train(spec, INSTRUCTIONS, sub="plain")
+    checkpointed = train(
+        {**spec, "training": {"maxSteps": 5, "gradientCheckpointing": True}}, INSTRUCTIONS, sub="gc"
+    )
+
+    assert checkpointed.rc == 0, checkpointed.summary
+    for step, loss in plain.losses.items():
+        assert checkpointed.losses[step] == pytest.approx(loss, rel=1e-5)
+
+
+def test_packing_fills_whole_windows(train: Callable[..., Run]) -> None:
+    run = train({**LLAMA_JOB, "training": {"packing": True, "maxSeqLength": 16, "perDeviceBatchSize": 2,
+                                           "maxSteps": 10}}, INSTRUCTIONS * 2)  # fmt: skip
+
+    assert run.rc == 0, run.summary
+    assert run.event("start")["train_examples"] < 16  # fewer, fuller sequences than rows
+    assert run.summary["metrics"]["tokens"] == 10 * 2 * 16  # every position is a real token
+    assert run.losses[10] < run.losses[1]
+
+
+def test_ddp_over_two_processes(tmp_path: Path) -> None:
+    spec = {**LLAMA_JOB, "training": {"maxSteps": 6, "perDeviceBatchSize": 2, "checkpointSteps": 3}}
+    run = launch(make_config(tmp_path, spec, INSTRUCTIONS), nproc=2)
+
+    assert run.rc == 0, run.summary
+    assert run.event("start")["world_size"] == 2
+    assert sorted(run.losses) == list(range(1, 7))
+    assert run.losses[6] < run.losses[1]
+    assert (run.output / "adapter_model.safetensors").exists()
