@@ -59,6 +59,7 @@ class Reporter:
         }
         self.gauges["total_steps"].set(total_steps)
         self._server: Any = None
+        self._cuda = torch.cuda.is_available()
         self._window = (time.perf_counter(), 0, 0)  # (time, step, tokens) at the last log line
 
     def __enter__(self) -> Reporter:
@@ -83,7 +84,7 @@ class Reporter:
         for name, value in (("step", step), ("epoch", epoch), ("loss", loss), ("learning_rate", lr),
                             ("grad_norm", grad_norm)):  # fmt: skip
             self.gauges[name].set(value)
-        if torch.cuda.is_available():
+        if self._cuda:
             self.gauges["gpu_memory_allocated_bytes"].set(torch.cuda.memory_allocated())
             self.gauges["gpu_memory_peak_bytes"].set(torch.cuda.max_memory_allocated())
         if step % self.logging_steps and step != self.total_steps:

@@ -39,13 +39,17 @@ def _split_hf(uri: str) -> tuple[str, str | None]:
 
 
 def _mounted(uri: str, paths: TrainerPaths) -> Path:
-    """pvc://claim/path and configmap://name/key: the volume is mounted at `data_dir`; `path`/`key` is inside it."""
-    _, _, inner = uri.split("://", 1)[1].partition("/")
+    """pvc://claim/path and configmap://name/key, read from the volume mounted under `data_dir`.
+
+    The volume may be mounted at `data_dir/<claim>` (several volumes side by side) or at `data_dir` itself (one
+    volume); the first that holds `path` wins.
+    """
+    volume, _, inner = uri.split("://", 1)[1].partition("/")
     root = Path(paths.data_dir)
-    candidate = root / inner if inner else root
-    if not candidate.exists():
-        raise StorageError(f"{uri}: {candidate} does not exist in the mounted volume")
-    return candidate
+    for candidate in (root / volume / inner, root / inner):
+        if candidate.exists():
+            return candidate
+    raise StorageError(f"{uri}: {root / inner} does not exist in the mounted volume")
 
 
 def _fetch_hf_model(uri: str, paths: TrainerPaths) -> Path:
