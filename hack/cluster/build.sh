@@ -88,12 +88,10 @@ build_kubernetes() {
   local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
-  local cmd
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-    log "kubernetes: go build k8s.io/kubernetes/cmd/$cmd"
-    (cd "$mod" && "${NICE[@]}" go build -mod=mod -trimpath -ldflags "$ldflags" \
-      -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd")
-  done
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  log "kubernetes: go build ${cmds[*]} (one build graph, so packages and links run in parallel)"
+  (cd "$mod" && "${NICE[@]}" go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" \
+    "${cmds[@]/#/k8s.io/kubernetes/cmd/}")
 }
 
 build_etcd() {
