@@ -22,6 +22,13 @@ VERSION = "v1alpha1"
 PLURAL = "finetunejobs"
 KIND = "FineTuneJob"
 
+# Pod annotations the KWOK stages in hack/cluster/kwok.yaml act on (set them on a Job's pod template).
+KWOK_FAIL = "kwok.finetune.io/fail"  # "true": the pod goes Failed instead of Succeeded
+KWOK_EXIT_CODE = "kwok.finetune.io/exit-code"  # exit code of the failed container (default 1)
+KWOK_REASON = "kwok.finetune.io/reason"  # termination reason of the failed container (default Error)
+KWOK_RUN_DURATION = "kwok.finetune.io/run-duration"  # time in Running before Succeeded/Failed, e.g. "30s"
+GPU_NODE_PREFIX = "gpu-node-"
+
 T = TypeVar("T")
 
 

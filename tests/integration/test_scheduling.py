@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Kube, wait_until
+from tests.integration.helpers import (
+    GPU_NODE_PREFIX,
+    KWOK_EXIT_CODE,
+    KWOK_FAIL,
+    KWOK_RUN_DURATION,
+    Kube,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +78,7 @@ def test_gpu_nodes_advertise_gpus(kube: Kube) -> None:
 
 
 def test_gpu_job_runs_on_fake_gpu_node_and_completes(kube: Kube, namespace: str) -> None:
-    kube.batch.create_namespaced_job(
-        namespace, gpu_job("gpu-ok", annotations={"kwok.finetune.io/run-duration": "5s"})
-    )
+    kube.batch.create_namespaced_job(namespace, gpu_job("gpu-ok", annotations={KWOK_RUN_DURATION: "5s"}))
 
     def running_pod() -> Any:
         for pod in job_pods(kube, namespace, "gpu-ok"):
@@ -82,7 +87,7 @@ def test_gpu_job_runs_on_fake_gpu_node_and_completes(kube: Kube, namespace: str)
         return None
 
     pod = wait_until("job pod Running", running_pod, timeout=60)
-    assert pod.spec.node_name.startswith("gpu-node-")
+    assert pod.spec.node_name.startswith(GPU_NODE_PREFIX)
     wait_until(
         "job gpu-ok Complete", lambda: job_condition(kube, namespace, "gpu-ok", "Complete"), timeout=90
     )
@@ -123,7 +128,7 @@ def test_too_many_gpus_stays_pending(kube: Kube, namespace: str) -> None:
 
 
 def test_job_marked_to_fail_ends_failed(kube: Kube, namespace: str) -> None:
-    annotations = {"kwok.finetune.io/fail": "true", "kwok.finetune.io/exit-code": "3"}
+    annotations = {KWOK_FAIL: "true", KWOK_EXIT_CODE: "3"}
     kube.batch.create_namespaced_job(namespace, gpu_job("gpu-fail", annotations=annotations))
     wait_until(
         "job gpu-fail Failed", lambda: job_condition(kube, namespace, "gpu-fail", "Failed"), timeout=90
