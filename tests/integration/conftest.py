@@ -8,6 +8,7 @@ The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` an
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -91,7 +92,8 @@ def _status_message(err: ApiException) -> str:
         return f"({err.status}) {err.body}"
 
 
-def _established(crd: Any) -> bool:
+def _crd_established(kube: Kube, name: str) -> bool:
+    crd = kube.ext.read_custom_resource_definition(name)
     conditions = (crd.status and crd.status.conditions) or []
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
@@ -124,10 +126,7 @@ def crds(kube: Kube) -> list[str]:
             pytest.fail(f"the API server rejected CRD {name}: {_status_message(rejected)}", pytrace=False)
         names.append(name)
     for name in names:
-        wait_until(
-            f"CRD {name} Established",
-            lambda n=name: _established(kube.ext.read_custom_resource_definition(n)),
-        )
+        wait_until(f"CRD {name} Established", functools.partial(_crd_established, kube, name))
     # Established means the API is served; the discovery/REST mapping can still lag a moment.
     wait_until(
         f"{PLURAL}.{GROUP} to be served",
