@@ -101,3 +101,18 @@ def test_unknown_preset_is_an_invalid_config(tmp_path: Path, monkeypatch: pytest
     assert summary["reason"] == "InvalidConfig"
     assert summary["message"].startswith("spec.model.preset:")
     assert "tiny-llama" in summary["message"]
+
+
+def test_an_exception_without_a_message_still_says_where_it_was_raised() -> None:
+    from finetune_trainer import recipe
+
+    try:
+        raise AssertionError  # what a bare `assert` in a library (e.g. bitsandbytes) raises
+    except AssertionError as exc:
+        summary = recipe.failure_summary(exc)
+
+    assert summary["reason"] == "AssertionError"
+    assert summary["message"].startswith("raised at test_failures.py:")
+    assert summary["message"].endswith(
+        ": raise AssertionError  # what a bare `assert` in a library (e.g. bitsandbytes) raises"
+    )

@@ -69,6 +69,8 @@ def _quantization_config(spec: FineTuneJobSpec, placement: Placement) -> Any:
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute,
         bnb_4bit_quant_storage=compute if placement.zero3 else torch.uint8,
+        # Task heads are new and trained in full (peft's modules_to_save); a 4-bit head could not be.
+        llm_int8_skip_modules=list(tasks.HEAD_MODULES),
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -206,8 +207,12 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def failure_summary(exc: BaseException) -> dict[str, Any]:
-    """The termination message of a failed run: the error's kind and its message."""
-    return {"status": "Failed", "reason": type(exc).__name__, "message": str(exc)[:2000]}
+    """The termination message of a failed run: the error's kind and its message (or where it was raised)."""
+    message = str(exc)
+    if not message and exc.__traceback__ is not None:  # a bare `assert` deep in a library says nothing
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        message = f"raised at {Path(frame.filename).name}:{frame.lineno}: {frame.line}"
+    return {"status": "Failed", "reason": type(exc).__name__, "message": message[:2000]}
 
 
 def main(cfg: TrainerConfig) -> int:

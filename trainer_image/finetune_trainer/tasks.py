@@ -16,6 +16,9 @@ from finetune_operator.api.data import ColumnMapping, TaskSpec
 
 from finetune_trainer.data import DataError, Record
 
+HEAD_MODULES = ("lm_head", "score", "classifier", "qa_outputs")
+"""Names of the output heads transformers puts on top of a base model; QLoRA keeps them unquantized."""
+
 IGNORE = -100
 """Label value the Hugging Face losses skip."""
 
