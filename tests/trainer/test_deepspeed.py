@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-2 and ZeRO-3 with two CPU processes (gloo), LoRA and full, with and without CPU offload.
+"""DeepSpeed ZeRO-2 and ZeRO-3 with two CPU processes (gloo): LoRA, QLoRA and full, with and without CPU offload.
 
 Each case launches `torchrun --nproc-per-node 2` like a pod does. The first run compiles DeepSpeed's C++ ops
 (shared-memory comm ~40 s, CPU Adam ~65 s) into `.cache/torch_extensions`; later sessions reuse them. All ranks see
@@ -25,8 +25,13 @@ ZERO2_LORA_LOSSES = {1: 6.2213, 5: 5.9007, 10: 5.8367}
 
 def _spec(method: str, deepspeed: dict[str, Any]) -> dict[str, Any]:
     lr = 0.002 if method == "full" else 0.02
+    method_spec: dict[str, Any] = {"type": method}
+    if (
+        method == "qlora"
+    ):  # under ZeRO-3 the 4-bit weights are stored in the compute dtype so they can be sharded
+        method_spec["quantization"] = {"bits": 4, "computeDtype": "float32"}
     return {
-        "model": {"preset": "tiny-llama"}, "method": {"type": method}, "distributed": {"deepspeed": deepspeed},
+        "model": {"preset": "tiny-llama"}, "method": method_spec, "distributed": {"deepspeed": deepspeed},
         "training": {"maxSteps": 10, "perDeviceBatchSize": 2, "checkpointSteps": 5, "learningRate": lr},
     }  # fmt: skip
 
@@ -44,6 +49,7 @@ CASES = [
     pytest.param("full", {"zeroStage": 3, "offloadOptimizer": "cpu", "offloadParams": "cpu"}, id="zero3-full-offload",
                  marks=pytest.mark.slow),
     pytest.param("lora", {"zeroStage": 3, "offloadOptimizer": "cpu"}, id="zero3-lora-offload", marks=pytest.mark.slow),
+    pytest.param("qlora", {"zeroStage": 3}, id="zero3-qlora", marks=pytest.mark.slow),
 ]  # fmt: skip
 
 
@@ -60,6 +66,9 @@ def test_two_processes(tmp_path: Path, method: str, deepspeed: dict[str, Any]) -
     if method == "lora":
         for step, loss in ZERO2_LORA_LOSSES.items():
             assert run.losses[step] == pytest.approx(loss, abs=2e-3), f"step {step}"
+        tuned = peft.PeftModel.from_pretrained(base, run.output)
+    elif method == "qlora":
+        assert run.losses[10] < run.losses[1] - 0.2
         tuned = peft.PeftModel.from_pretrained(base, run.output)
     else:
         assert run.losses[10] < run.losses[1] - 1.0
