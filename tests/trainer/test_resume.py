@@ -94,3 +94,18 @@ def test_resume_can_be_disabled(train: Callable[..., Run]) -> None:
 
     assert again.event("start")["resumed_from"] is None
     assert sorted(again.losses) == list(range(1, 7))
+
+
+def test_a_restart_after_the_last_step_only_saves_again(train: Callable[..., Run]) -> None:
+    spec = {**SPEC, "training": {"maxSteps": 6, "checkpointSteps": 3}}
+    first = train(spec, INSTRUCTIONS, sub="same")
+    again = train(spec, INSTRUCTIONS, sub="same")
+
+    assert again.rc == 0, again.summary
+    assert again.event("start")["resumed_from"] == 6
+    assert again.losses == {}
+    assert again.summary["metrics"]["step"] == 6
+    assert (
+        again.summary["digests"]["adapter_model.safetensors"]
+        == first.summary["digests"]["adapter_model.safetensors"]
+    )

@@ -182,7 +182,8 @@ class FineTuneRecipe:
         state_dict = (
             self.engine.gathered_state_dict() if isinstance(self.engine, engine.DeepSpeedEngine) else None
         )
-        final = {"step": self.position.step, "loss": self.last_loss, "tokens": self.position.tokens}
+        loss = None if math.isnan(self.last_loss) else self.last_loss  # NaN when resumed at the last step
+        final = {"step": self.position.step, "loss": loss, "tokens": self.position.tokens}
         if getattr(self, "eval_loss", None) is not None:
             final["eval_loss"] = self.eval_loss
         summary = output.save_artifacts(
