@@ -23,8 +23,9 @@
 # Needs: go (>= 1.24) and python3 on PATH, access to the Go module proxy on a cold module cache.
 #
 # Measured on the 2-core dev VM (Go 1.26, shared with other work), `time hack/cluster/up.sh`:
-#   cold, nothing cached (no binaries, empty Go build cache, modules downloaded): ~24 min
-#     (etcd 2 min, kwok+kwokctl 3.5 min, kube-apiserver/controller-manager/scheduler 16.5 min, kubectl 1.5 min)
+#   cold, nothing cached (no binaries, empty Go build cache; 24 CPU-minutes of compiling):
+#     ~24 min at load ~3 (etcd 2 min, kwok+kwokctl 3.5 min, Kubernetes' four commands ~18 min),
+#     41 min when the 2 cores were shared with load ~6 (builds run at nice 10)
 #   fresh clone, binaries in the shared cache (what CI sees after one build on the machine): 19 s
 #   warm (binaries in .cache/, cluster down): 10 s      already up: 2 s      down.sh: < 2 s
 set -euo pipefail
