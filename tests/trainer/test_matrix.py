@@ -10,6 +10,7 @@ from typing import Any
 
 import peft
 import pytest
+import torch
 import transformers
 
 from tests.trainer.test_tasks import ENTITIES, QUESTIONS, REVIEWS, TRANSLATIONS
@@ -44,8 +45,23 @@ def test_method_on_task(train: Callable[..., Run], method: str, task: str) -> No
     assert run.losses[12] < run.losses[1]
     base_dir = T5 if preset == "tiny-t5" else BERT
     labels = {"num_labels": len(task_fields["labels"])} if "labels" in task_fields else {}
+    inputs = dict(
+        transformers.AutoTokenizer.from_pretrained(run.output)("Alice lives in London", return_tensors="pt")
+    )
+    if task == "seq2seq":
+        inputs["decoder_input_ids"] = torch.zeros((1, 1), dtype=torch.long)
+    torch.manual_seed(
+        0
+    )  # classification heads start random: give the base the same head the run started from
+    base = auto_class.from_pretrained(base_dir, **labels)
+    before = _first_output(base, inputs)
     if method == "full":
-        loaded = auto_class.from_pretrained(run.output)
+        tuned = auto_class.from_pretrained(run.output)
     else:
-        loaded = peft.PeftModel.from_pretrained(auto_class.from_pretrained(base_dir, **labels), run.output)
-    assert sum(p.numel() for p in loaded.parameters()) > 0
+        tuned = peft.PeftModel.from_pretrained(base, run.output)
+    assert not torch.allclose(_first_output(tuned, inputs), before, atol=1e-4)
+
+
+def _first_output(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(**inputs)[0]  # type: ignore[no-any-return]
