@@ -57,7 +57,7 @@ def _adapted(auto_class: Any, base: Path, output: Path, **kwargs: Any) -> Any:
 
 def _learned(run: Run, first: float, last_below: float) -> None:
     assert run.rc == 0, run.summary
-    assert run.losses[1] == pytest.approx(first, rel=0.02)
+    assert run.losses[1] == pytest.approx(first, rel=0.005)
     assert run.losses[max(run.losses)] < last_below
 
 
@@ -66,7 +66,7 @@ def test_sequence_classification_on_tiny_bert(train: Callable[..., Run]) -> None
     run = train({"model": {"preset": "tiny-bert"}, "task": {"type": "sequence-classification", "labels": labels}},
                 REVIEWS)  # fmt: skip
 
-    _learned(run, first=0.697, last_below=0.1)  # ≈ ln 2
+    _learned(run, first=0.694, last_below=0.1)  # ≈ ln 2
     model = _adapted(transformers.AutoModelForSequenceClassification, BERT, run.output, num_labels=2)
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.output)
     with torch.no_grad():
@@ -91,7 +91,7 @@ def test_token_classification_on_tiny_bert(train: Callable[..., Run]) -> None:
     run = train({"model": {"preset": "tiny-bert"}, "task": {"type": "token-classification", "labels": labels}},
                 ENTITIES)  # fmt: skip
 
-    _learned(run, first=1.139, last_below=0.05)
+    _learned(run, first=1.131, last_below=0.05)
     model = _adapted(transformers.AutoModelForTokenClassification, BERT, run.output, num_labels=3)
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.output)
     encoded = tokenizer(["Bob", "lives", "in", "Paris"], is_split_into_words=True, return_tensors="pt")
@@ -106,7 +106,7 @@ def test_seq2seq_lora_on_tiny_t5(train: Callable[..., Run]) -> None:
     run = train({"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "sourcePrefix": "translate: "},
                  "training": {"maxSteps": 30}}, TRANSLATIONS)  # fmt: skip
 
-    _learned(run, first=6.83, last_below=3.4)  # half of ln(512)-ish
+    _learned(run, first=6.83, last_below=3.4)  # about halved
     model = _adapted(transformers.AutoModelForSeq2SeqLM, T5, run.output)
     assert isinstance(model.base_model.model, transformers.T5ForConditionalGeneration)
 
@@ -127,7 +127,7 @@ def test_seq2seq_full_on_tiny_t5_translates(train: Callable[..., Run]) -> None:
 def test_question_answering_on_tiny_bert(train: Callable[..., Run]) -> None:
     run = train({"model": {"preset": "tiny-bert"}, "task": {"type": "question-answering"}}, QUESTIONS)
 
-    _learned(run, first=3.473, last_below=0.05)
+    _learned(run, first=3.374, last_below=0.05)
     model = _adapted(transformers.AutoModelForQuestionAnswering, BERT, run.output)
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.output)
     encoded = tokenizer("Where was Marie born?", CONTEXT, return_tensors="pt")

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from finetune_operator.api.trainer import TrainerConfig
+from finetune_trainer import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
 PRESETS = CACHE / "trainer-presets"
-LLAMA = PRESETS / "tiny" / "llama"
-BERT = PRESETS / "tiny" / "bert"
-T5 = PRESETS / "tiny" / "t5"
+LLAMA = tiny.preset_dir("tiny://llama", PRESETS)
+BERT = tiny.preset_dir("tiny://bert", PRESETS)
+T5 = tiny.preset_dir("tiny://t5", PRESETS)
 
 SUBPROCESS_ENV = {
     "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trainer_image")]),

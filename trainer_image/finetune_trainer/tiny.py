@@ -12,6 +12,7 @@ may all call `build_tiny_preset` and share one copy.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -36,6 +37,9 @@ LLAMA_CHAT_TEMPLATE = (
 )
 """A Zephyr-style chat template; `tasks.encode_causal_lm` relies on it rendering a prefix of the full chat."""
 
+RECIPE_VERSION = 2
+"""Part of the cache folder's name; bump it whenever a builder's output changes, so old builds are not reused."""
+
 _COMPLETE = ".complete"
 
 
@@ -56,14 +60,29 @@ def _byte_level_bpe(special: list[str]) -> Tokenizer:
     return tok
 
 
+def _wordpiece_vocab(special: list[str]) -> dict[str, int]:
+    """Specials, every character (alone and as a `##` continuation), then the most frequent words.
+
+    Built by counting rather than with `WordPieceTrainer`, whose tie-breaking follows hash-map order and so changes
+    from one process to the next; a vocabulary that moves would move every pinned loss in the tests.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    counts: collections.Counter[str] = collections.Counter()
+    for line in corpus():
+        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(line)))
+    chars = sorted({c for word in counts for c in word})
+    tokens = [*special, *chars, *(f"##{c}" for c in chars)]
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    tokens += words[: VOCAB_SIZE - len(tokens)]
+    return {token: index for index, token in enumerate(tokens)}
+
+
 def _wordpiece(special: list[str]) -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece(vocab=_wordpiece_vocab(special), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(
-        corpus(), trainer=trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=special)
-    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -149,11 +168,16 @@ BUILDERS: dict[str, Callable[[Path], None]] = {"tiny://llama": _llama, "tiny://t
 """Tiny preset source (as in `Preset.source`) → the function that writes it into a directory."""
 
 
+def preset_dir(source: str, cache_dir: Path) -> Path:
+    """Where `build_tiny_preset` puts the preset `source` under `cache_dir`."""
+    return cache_dir / "tiny" / f"{source.removeprefix('tiny://')}-v{RECIPE_VERSION}"
+
+
 def build_tiny_preset(source: str, cache_dir: Path) -> Path:
     """Build the tiny preset `source` (e.g. `tiny://llama`) under `cache_dir` unless it is there; return its path."""
     if source not in BUILDERS:
         raise ValueError(f"no recipe for tiny preset source {source!r}; known: {', '.join(sorted(BUILDERS))}")
-    dest = cache_dir / "tiny" / source.removeprefix("tiny://")
+    dest = preset_dir(source, cache_dir)
     if (dest / _COMPLETE).exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
