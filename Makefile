@@ -33,9 +33,10 @@ trainer:
 integration:
 	$(PYTEST) tests/integration -m integration
 
-# Exit code 5 means "no tests collected": the kind suite lands with the operator (see README, Status).
+# The kind suite lands with the operator (see README, Status); until then there is no test file to run.
 e2e:
-	$(PYTEST) tests/e2e -m e2e || { rc=$$?; [ $$rc -eq 5 ] && echo "e2e: no e2e tests yet" || exit $$rc; }
+	@if compgen -G 'tests/e2e/test_*.py' >/dev/null; then $(PYTEST) tests/e2e -m e2e; \
+	else echo "e2e: no e2e tests yet (tests/e2e/README.md)"; fi
 
 crd: deps
 	finetune crd --readme README.md
