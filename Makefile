@@ -47,7 +47,10 @@ cluster-up:
 cluster-down:
 	hack/cluster/down.sh
 
-demo kind-up kind-down images:
+images:
+	hack/images/build.sh
+
+demo kind-up kind-down:
 	@echo "make $@: not implemented yet; it lands with the kind/e2e work (see README, Status)." >&2; exit 1
 
 bench:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make images`: build the trainer image locally (no registry is reachable here).
+#
+#   VARIANT=cpu|cuda (cpu)  TAG (finetune-trainer:<variant>)
+#
+# 1. hack/images/base.sh: Docker Engine up, base image finetune/debian:bookworm from debootstrap.
+# 2. Stage a small build context under .cache/images/trainer-context/: the Python sources, the host's CA bundle,
+#    and local torch wheels from /opt/wheels when the machine has them (a CPU build there is used by VARIANT=cpu).
+# 3. docker build with the classic builder (BuildKit front ends would be pulled from a registry).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+variant="${VARIANT:-cpu}"
+tag="${TAG:-finetune-trainer:$variant}"
+context="$root/.cache/images/trainer-context"
+
+"$root/hack/images/base.sh"
+
+echo "==> staging the build context in $context"
+rm -rf "$context"
+mkdir -p "$context/src/operator" "$context/src/trainer_image" "$context/wheels"
+cp "$root/pyproject.toml" "$root/README.md" "$context/src/"
+cp -r "$root/operator/finetune_operator" "$context/src/operator/"
+cp -r "$root/trainer_image/finetune_trainer" "$context/src/trainer_image/"
+find "$context/src" -name __pycache__ -prune -exec rm -rf {} +
+cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$context/ca.crt"
+if [ "$variant" = cpu ] && compgen -G "/opt/wheels/torch-*.whl" >/dev/null; then
+  cp /opt/wheels/torch-*.whl "$context/wheels/"
+fi
+
+echo "==> docker build $tag (VARIANT=$variant)"
+DOCKER_BUILDKIT=0 /usr/bin/docker build --build-arg VARIANT="$variant" \
+  -f "$root/trainer_image/Dockerfile" -t "$tag" "$context"
+echo "==> smoke test: the image trains examples/tiny-lora.yaml for 3 steps, as its non-root user, with no network"
+/usr/bin/docker run --rm --network none -v "$root/examples:/examples:ro" --entrypoint finetune "$tag" \
+  run /examples/tiny-lora.yaml --output /tmp/out --max-steps 3
+echo "==> built $tag"
