@@ -29,6 +29,7 @@ SUBPROCESS_ENV = {
     "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trainer_image")]),
     "TORCH_EXTENSIONS_DIR": str(CACHE / "torch_extensions"),
     "HF_HUB_OFFLINE": "1",  # nothing in this suite may download
+    "HF_DATASETS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     # One intra-op thread per process: the models are tiny, and on a shared 2-core machine a second spinning
     # OpenMP thread makes each step about 8x slower rather than faster.
