@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import peft
 import pytest
@@ -136,3 +137,20 @@ def test_manifest_and_termination_message_carry_digests(train: Callable[..., Run
     assert manifest["base_model"]["preset"] == "tiny-llama"
     assert manifest["hyperparameters"]["maxSteps"] == 4
     assert not any(name.startswith("checkpoints/") for name in manifest["digests"])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"method": {"type": "qlora", "quantization": {"bits": 8}}},
+        {"method": {"type": "qlora", "quantization": {"bits": 4}}, "training": {"precision": "bf16"}},
+        {"training": {"precision": "bf16"}},
+    ],
+    ids=["qlora-8bit", "qlora-bf16-compute", "lora-bf16-autocast"],
+)
+def test_other_quantizations_and_precisions_train(train: Callable[..., Run], spec: dict[str, Any]) -> None:
+    run = train({"model": {"preset": "tiny-llama"}, **spec}, INSTRUCTIONS)
+
+    assert run.rc == 0, run.summary
+    assert run.losses[1] == pytest.approx(FIRST_LOSS, abs=0.01)
+    assert run.losses[20] < run.losses[1] - 0.2
