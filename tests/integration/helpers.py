@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+# Re-exported for the tests; the API package is their one source.
+from finetune_operator.api import GROUP as GROUP
+from finetune_operator.api import KIND as KIND
+from finetune_operator.api import PLURAL as PLURAL
+from finetune_operator.api import VERSION as VERSION
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG = ROOT / ".cache" / "cluster" / "kubeconfig"
 # FINETUNE_CRD_DIR: try a CRD under development without touching crds/.
 CRD_DIR = Path(os.environ.get("FINETUNE_CRD_DIR", ROOT / "crds"))
-
-GROUP = "finetune.io"
-VERSION = "v1alpha1"
-PLURAL = "finetunejobs"
-KIND = "FineTuneJob"
 
 # Pod annotations the KWOK stages in hack/cluster/kwok.yaml act on (set them on a Job's pod template).
 KWOK_FAIL = "kwok.finetune.io/fail"  # "true": the pod goes Failed instead of Succeeded
