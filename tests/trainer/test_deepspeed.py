@@ -49,6 +49,9 @@ CASES = [
     pytest.param("full", {"zeroStage": 3, "offloadOptimizer": "cpu", "offloadParams": "cpu"}, id="zero3-full-offload",
                  marks=pytest.mark.slow),
     pytest.param("lora", {"zeroStage": 3, "offloadOptimizer": "cpu"}, id="zero3-lora-offload", marks=pytest.mark.slow),
+    pytest.param("lora", {"zeroStage": 2, "offloadOptimizer": "cpu"}, id="zero2-lora-offload", marks=pytest.mark.slow),
+    pytest.param("full", {"zeroStage": 2}, id="zero2-full", marks=pytest.mark.slow),
+    pytest.param("full", {"zeroStage": 3}, id="zero3-full", marks=pytest.mark.slow),
     pytest.param("qlora", {"zeroStage": 3}, id="zero3-qlora", marks=pytest.mark.slow),
 ]  # fmt: skip
 
