@@ -224,7 +224,6 @@ INVALID_SPECS: list[InvalidSpec] = [
         "deepspeed-override-batch",
         "spec.distributed.deepspeed.overrides",
         {"distributed": {"deepspeed": {"overrides": {"train_batch_size": 64}}}},
-        server=False,
     ),
     _case("nodes-zero", "spec.distributed.nodes", {"distributed": {"nodes": 0}}),
     _case(

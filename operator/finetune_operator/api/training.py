@@ -113,7 +113,24 @@ class DeepSpeedSpec(ApiModel):
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        # The reserved keys are declared (any value) so that CEL can see them; everything else is kept as given.
+        json_schema_extra={
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {
+                key: {
+                    **(
+                        {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                        if key == "zero_optimization"
+                        else {
+                            "anyOf": [{"type": "integer"}, {"type": "string"}],
+                            "x-kubernetes-int-or-string": True,
+                        }
+                    ),
+                    "description": "Reserved: set by spec.training and the deepspeed fields, not allowed here.",
+                }
+                for key in RESERVED_DEEPSPEED_KEYS
+            },
+        },
         description=(
             "Extra DeepSpeed config keys merged over the generated config, e.g. {communication_data_type: fp32}. "
             "Batch sizes and zero_optimization come from the fields above and may not be overridden here."
@@ -141,8 +158,9 @@ class DeepSpeedSpec(ApiModel):
                 + "; use spec.training and the deepspeed fields instead"
             ),
             check=lambda d: not set(d.overrides) & set(RESERVED_DEEPSPEED_KEYS),
-            # CEL cannot see into a schemaless object: the webhook checks this one.
-            server=False,
+            cel="!has(self.overrides) || !("
+            + " || ".join(f"has(self.overrides.{k})" for k in RESERVED_DEEPSPEED_KEYS)
+            + ")",
         ),
     )
 
