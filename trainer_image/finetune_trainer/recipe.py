@@ -40,6 +40,9 @@ class FineTuneRecipe:
 
     def __init__(self, cfg: TrainerConfig) -> None:
         self.cfg, self.spec = cfg, cfg.spec
+        # Before the process group exists: transformers' save_pretrained writes nothing on ranks other than 0 once
+        # it does, and every node (each with its own cache) must be able to build or fetch the base model.
+        self.base_dir = storage.resolve_model(self.spec.model, cfg.paths)
         self.world = distributed.init_world(use_deepspeed=self.spec.distributed.deepspeed is not None)
         device = self.world.device
         self.placement = model.Placement(
@@ -58,7 +61,6 @@ class FineTuneRecipe:
     def setup(self) -> None:
         """Resolve the model, read the data, build model and engine, restore a checkpoint, in dependency order."""
         _seed_everything(self.spec.training.seed)
-        self.base_dir = storage.resolve_model(self.spec.model, self.cfg.paths)
         self.tokenizer = model.load_tokenizer(self.base_dir, self.spec.model.trust_remote_code)
         # Data comes before the model: a bad dataset fails in seconds, not after minutes of loading weights.
         self._setup_data()

@@ -186,6 +186,9 @@ def build_tiny_preset(source: str, cache_dir: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         BUILDERS[source](staging)
+    if not (staging / "config.json").exists():  # e.g. save_pretrained skipped: not rank 0 of a process group
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RuntimeError(f"building {source} wrote no config.json; build presets before torch.distributed starts")
     (staging / _COMPLETE).touch()
     try:
         staging.replace(dest)
