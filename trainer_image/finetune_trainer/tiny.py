@@ -188,7 +188,9 @@ def build_tiny_preset(source: str, cache_dir: Path) -> Path:
         BUILDERS[source](staging)
     if not (staging / "config.json").exists():  # e.g. save_pretrained skipped: not rank 0 of a process group
         shutil.rmtree(staging, ignore_errors=True)
-        raise RuntimeError(f"building {source} wrote no config.json; build presets before torch.distributed starts")
+        raise RuntimeError(
+            f"building {source} wrote no config.json; build presets before torch.distributed starts"
+        )
     (staging / _COMPLETE).touch()
     try:
         staging.replace(dest)
