@@ -56,3 +56,16 @@ def test_ddp_over_two_processes(tmp_path: Path) -> None:
     assert sorted(run.losses) == list(range(1, 7))
     assert run.losses[6] < run.losses[1]
     assert (run.output / "adapter_model.safetensors").exists()
+
+
+def test_two_processes_on_a_fresh_cache_publish_a_complete_preset(tmp_path: Path) -> None:
+    """Each rank may build the tiny preset; what gets published must hold the model, not just the tokenizer."""
+    spec = {**LLAMA_JOB, "training": {"maxSteps": 2, "perDeviceBatchSize": 2}}
+    cfg = make_config(tmp_path, spec, INSTRUCTIONS)
+    fresh = tmp_path / "fresh-cache"
+    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"cache_dir": str(fresh)})})
+    run = launch(cfg, nproc=2)
+
+    assert run.rc == 0, run.summary
+    (preset,) = [p for p in (fresh / "tiny").iterdir() if not p.name.startswith(".")]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.name for f in preset.iterdir()}
