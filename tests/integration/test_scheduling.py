@@ -95,10 +95,9 @@ def test_gpu_job_runs_on_fake_gpu_node_and_completes(kube: Kube, namespace: str)
     assert [p.status.phase for p in pods] == ["Succeeded"]
 
 
-def test_impossible_gpu_product_stays_pending(kube: Kube, namespace: str) -> None:
-    selector = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-does-not-exist"}
-    kube.batch.create_namespaced_job(namespace, gpu_job("gpu-none", node_selector=selector))
-    pod = wait_until("job pod created", lambda: next(iter(job_pods(kube, namespace, "gpu-none")), None))
+def _unschedulable(kube: Kube, namespace: str, job: str) -> tuple[Any, Any]:
+    """The Job's pod and the FailedScheduling event the scheduler recorded for it."""
+    pod = wait_until("job pod created", lambda: next(iter(job_pods(kube, namespace, job)), None))
 
     def failed_scheduling() -> Any:
         events = kube.core.list_namespaced_event(
@@ -106,7 +105,13 @@ def test_impossible_gpu_product_stays_pending(kube: Kube, namespace: str) -> Non
         ).items
         return events[0] if events else None
 
-    event = wait_until("FailedScheduling event", failed_scheduling, timeout=60)
+    return pod, wait_until("FailedScheduling event", failed_scheduling, timeout=60)
+
+
+def test_impossible_gpu_product_stays_pending(kube: Kube, namespace: str) -> None:
+    selector = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-does-not-exist"}
+    kube.batch.create_namespaced_job(namespace, gpu_job("gpu-none", node_selector=selector))
+    pod, event = _unschedulable(kube, namespace, "gpu-none")
     assert "didn't match" in event.message or "node affinity" in event.message.lower(), event.message
     current = kube.core.read_namespaced_pod(pod.metadata.name, namespace)
     assert current.status.phase == "Pending"
@@ -115,15 +120,7 @@ def test_impossible_gpu_product_stays_pending(kube: Kube, namespace: str) -> Non
 
 def test_too_many_gpus_stays_pending(kube: Kube, namespace: str) -> None:
     kube.batch.create_namespaced_job(namespace, gpu_job("gpu-greedy", gpus=9))
-    pod = wait_until("job pod created", lambda: next(iter(job_pods(kube, namespace, "gpu-greedy")), None))
-
-    def failed_scheduling() -> Any:
-        events = kube.core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={pod.metadata.name},reason=FailedScheduling"
-        ).items
-        return events[0] if events else None
-
-    event = wait_until("FailedScheduling event", failed_scheduling, timeout=60)
+    _, event = _unschedulable(kube, namespace, "gpu-greedy")
     assert "Insufficient nvidia.com/gpu" in event.message, event.message
 
 
