@@ -114,4 +114,5 @@ def test_json_schema_rejects_what_the_schema_can_express(patch: dict[str, Any]) 
 
 
 def test_name_limit_leaves_room_for_suffixes() -> None:
-    assert job.MAX_NAME_LENGTH + len("-worker-0") + len("-launcher") <= 63 + len("-launcher")
+    # Child objects are named `<job>-<suffix>`; the longest planned suffix is a worker index up to 9999.
+    assert job.MAX_NAME_LENGTH + len("-worker-9999") <= 63
