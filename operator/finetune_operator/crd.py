@@ -102,15 +102,14 @@ class _Converter:
     @staticmethod
     def _add_rules(node: dict[str, Any], model: type[ApiModel]) -> None:
         validations = [r.crd_validation() for r in model.rules if r.server and r.cel]
-        if model is job.FineTuneJobSpec:
-            validations += [
-                {
-                    "rule": f"self.{f} == oldSelf.{f}",
-                    "message": f"spec.{f} is immutable after creation; create a new FineTuneJob to change it",
-                    "fieldPath": f".{f}",
-                }
-                for f in job.FineTuneJobSpec.immutable
-            ]
+        validations += [
+            {
+                "rule": f"self.{f} == oldSelf.{f}",
+                "message": f"{f} is immutable after creation; create a new FineTuneJob to change it",
+                "fieldPath": f".{f}",
+            }
+            for f in model.immutable
+        ]
         if validations:
             node["x-kubernetes-validations"] = validations
 

@@ -64,6 +64,9 @@ class ApiModel(BaseModel):
     rules: ClassVar[tuple[Rule, ...]] = ()
     """Cross-field rules of this object, in the order they are checked and rendered."""
 
+    immutable: ClassVar[tuple[str, ...]] = ()
+    """Fields that cannot change after creation (CEL transition rules; the API server alone checks them)."""
+
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
         for rule in type(self).rules:

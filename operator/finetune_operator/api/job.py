@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
@@ -79,16 +79,8 @@ class FineTuneJobSpec(ApiModel):
     output: OutputSpec = _block(OutputSpec, "Where the adapter or model is written.")
     run_policy: RunPolicy = _block(RunPolicy, "Suspension, retries, deadline and queueing (Kueue).")
 
-    immutable: ClassVar[tuple[str, ...]] = (
-        "model",
-        "method",
-        "task",
-        "dataset",
-        "training",
-        "distributed",
-        "output",
-    )
-    """Fields that define the training and cannot change after creation (resources and runPolicy can)."""
+    immutable = ("model", "method", "task", "dataset", "training", "distributed", "output")
+    """Fields that define the training (resources and runPolicy may change)."""
 
     rules = (
         *(_family_rule(family) for family in FAMILY_TASKS),
