@@ -100,6 +100,20 @@ def run(
     raise typer.Exit(code=result.returncode)
 
 
+@app.command("operator")
+def operator_command() -> None:
+    """Run the operator against the current kubeconfig (or the in-cluster config); settings from FINETUNE_* env."""
+    # Imported here: the operator extra (kopf, kubernetes) is only needed to run the operator.
+    from finetune_operator import config, main
+
+    try:
+        settings = config.from_env()
+    except ValueError as exc:
+        err.print(f"[red]✗[/red] {exc}", highlight=False, markup=False)
+        raise typer.Exit(code=2) from None
+    raise typer.Exit(code=main.main(settings))
+
+
 @app.command("crd")
 def crd_command(
     output_dir: Annotated[Path, typer.Option(help="Folder to write the CRD into.")] = Path("crds"),

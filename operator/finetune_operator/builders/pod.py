@@ -1,0 +1,153 @@
+"""The training pod template: container, resources, placement, security and secrets (pure).
+
+- GPUs: `nvidia.com/gpu` requests = limits; the product and the least memory per GPU are matched to the labels
+  the NVIDIA GPU feature discovery puts on nodes (`nvidia.com/gpu.product`, `nvidia.com/gpu.memory` in MiB, while
+  the spec says GiB); the `nvidia.com/gpu` taint is tolerated whenever GPUs are requested.
+- The user's nodeSelector, tolerations, affinity and priorityClassName are kept; the GPU rules are added to every
+  required node-selector term of the user's affinity (terms are ORed, so each one must carry them).
+- The restricted Pod Security Standard: uid 10001 (the image's user), no privilege escalation, no capabilities,
+  seccomp RuntimeDefault, a read-only root filesystem with emptyDirs where the trainer writes.
+- Secrets reach the container only as `secretKeyRef`/`envFrom` of the named Secret: never copied anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from finetune_operator.api.common import SecretRef
+from finetune_operator.api.trainer import CONFIG_PATH, TERMINATION_MESSAGE_PATH
+from finetune_operator.builders import storage
+from finetune_operator.builders.meta import Owner
+from finetune_operator.config import Settings
+
+CONTAINER = "trainer"
+TRAINER_UID = 10001
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+
+
+def _resources(owner: Owner) -> dict[str, Any]:
+    res = owner.job.spec.resources
+    amounts: dict[str, str] = {}
+    if owner.gpus:
+        amounts[GPU_RESOURCE] = str(owner.gpus)
+    if res.cpu is not None:
+        amounts["cpu"] = res.cpu
+    if res.memory is not None:
+        amounts["memory"] = res.memory
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _node_selector(owner: Owner) -> dict[str, str]:
+    res = owner.job.spec.resources
+    selector = dict(res.node_selector)
+    if res.gpu is not None and res.gpu.product is not None:
+        selector[GPU_PRODUCT_LABEL] = res.gpu.product
+    if res.instance_type is not None:
+        selector[INSTANCE_TYPE_LABEL] = res.instance_type
+    return selector
+
+
+def _affinity(owner: Owner) -> dict[str, Any] | None:
+    res = owner.job.spec.resources
+    affinity = copy.deepcopy(res.affinity) if res.affinity else None
+    if res.gpu is None or res.gpu.min_memory_gib is None:
+        return affinity
+    # Gt is strict: at least N GiB is more than N*1024 - 1 MiB.
+    rule = {"key": GPU_MEMORY_LABEL, "operator": "Gt", "values": [str(res.gpu.min_memory_gib * 1024 - 1)]}
+    affinity = affinity or {}
+    node = affinity.setdefault("nodeAffinity", {})
+    required = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    terms = required.setdefault("nodeSelectorTerms", []) or [{}]
+    for term in terms:
+        term.setdefault("matchExpressions", []).append(rule)
+    required["nodeSelectorTerms"] = terms
+    return affinity
+
+
+def _tolerations(owner: Owner) -> list[dict[str, Any]]:
+    tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                   for t in owner.job.spec.resources.tolerations]  # fmt: skip
+    if owner.gpus:
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def _secret_env(refs: list[SecretRef | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, envFrom) exposing the referenced Secrets: one key as a variable of that name, or every key."""
+    env, env_from, seen = [], [], set()
+    for ref in refs:
+        if ref is None or (ref.name, ref.key) in seen:
+            continue
+        seen.add((ref.name, ref.key))
+        if ref.key is None:
+            env_from.append({"secretRef": {"name": ref.name}})
+        else:
+            env.append({"name": ref.key, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env, env_from
+
+
+def _env(owner: Owner, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    base = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{storage.CACHE_MOUNT}/hf"},
+        {"name": "FINETUNE_JOB_NAME", "value": owner.name},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    return base + extra
+
+
+def container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard for the trainer container."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) -> dict[str, Any]:
+    """The training pod's spec; `extra_env` carries the multi-node rendezvous."""
+    spec = owner.job.spec
+    volumes, mounts = storage.volumes_and_mounts(owner)
+    secret_env, env_from = _secret_env([spec.model.access_secret_ref, spec.dataset.secret_ref,
+                                        spec.output.push_secret_ref])  # fmt: skip
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["--config", CONFIG_PATH],
+        "env": _env(owner, extra_env + secret_env),
+        "resources": _resources(owner),
+        "volumeMounts": mounts,
+        "securityContext": container_security(),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "fsGroup": TRAINER_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 120,
+    }  # fmt: skip
+    optional: dict[str, Any] = {
+        "nodeSelector": _node_selector(owner),
+        "tolerations": _tolerations(owner),
+        "affinity": _affinity(owner),
+        "priorityClassName": spec.resources.priority_class_name,
+        "serviceAccountName": settings.service_account,
+    }
+    pod.update({key: value for key, value in optional.items() if value})
+    return pod

@@ -1,0 +1,116 @@
+"""The trainer's ConfigMap, the batch Job and, for multi-node runs, the headless Service (pure).
+
+One node: a plain Job with one pod. `distributed.nodes > 1`: an Indexed Job (completions = parallelism = nodes)
+whose pods get stable DNS names `<job>-<index>.<service>` from the headless Service, and the rendezvous environment
+the trainer's launcher reads (node 0's name, the port, `JOB_COMPLETION_INDEX` from Kubernetes).
+
+Run policy: `backoffLimit` with a pod failure policy under which disruptions (preemption, node drain: the
+DisruptionTarget condition) are not counted and the trainer's exit code 2 (InvalidConfig) fails the job at once;
+`activeDeadlineSeconds`; `suspend`; `queueName` labels the Job for Kueue and creates it suspended (Kueue admits it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finetune_operator import names
+from finetune_operator.api.trainer import (
+    CONFIG_FILE_NAME,
+    DEFAULT_MASTER_PORT,
+    ENV_MASTER_ADDR,
+    ENV_MASTER_PORT,
+    ExitCode,
+    trainer_config,
+)
+from finetune_operator.builders import pod, storage
+from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_KUEUE_QUEUE, Owner, labels, metadata
+from finetune_operator.config import Settings
+
+
+def config_map(owner: Owner) -> dict[str, Any]:
+    """The ConfigMap holding the trainer config (the spec and the pod paths; no secrets)."""
+    config = trainer_config(owner.job, storage.paths(owner))
+    config = config.model_copy(update={"name": owner.name, "namespace": owner.namespace, "uid": owner.uid})
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, names.config_map(owner.name), "config"),
+        "data": {CONFIG_FILE_NAME: config.model_dump_json(by_alias=True, exclude_none=True)},
+    }
+
+
+def service(owner: Owner) -> dict[str, Any] | None:
+    """The headless Service of a multi-node job (None for one node)."""
+    if owner.job.spec.distributed.nodes == 1:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, names.service(owner.name), "rendezvous"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {LABEL_JOB_NAME: owner.name, "app.kubernetes.io/component": "trainer"},
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "rendezvous", "port": DEFAULT_MASTER_PORT, "targetPort": DEFAULT_MASTER_PORT}],
+        },
+    }
+
+
+def _rendezvous_env(owner: Owner) -> list[dict[str, Any]]:
+    if owner.job.spec.distributed.nodes == 1:
+        return []
+    return [
+        {"name": ENV_MASTER_ADDR, "value": names.master_address(owner.name, owner.namespace)},
+        {"name": ENV_MASTER_PORT, "value": str(DEFAULT_MASTER_PORT)},
+    ]
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """InvalidConfig fails the job at once; disruptions are not counted against backoffLimit."""
+    return {
+        "rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": pod.CONTAINER, "operator": "In",
+                                                  "values": [int(ExitCode.INVALID_CONFIG)]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }  # fmt: skip
+
+
+def pod_annotations(owner: Owner, settings: Settings) -> dict[str, str]:
+    """The job's annotations whose keys start with one of `Settings.propagate_annotation_prefixes`."""
+    prefixes = settings.propagate_annotation_prefixes
+    annotations = owner.job.metadata.annotations
+    return {key: value for key, value in annotations.items() if prefixes and key.startswith(prefixes)}
+
+
+def job(owner: Owner, settings: Settings) -> dict[str, Any]:
+    """The batch Job running the trainer (Indexed for several nodes)."""
+    spec, nodes = owner.job.spec, owner.job.spec.distributed.nodes
+    policy = spec.run_policy
+    template_meta: dict[str, Any] = {"labels": labels(owner, "trainer")}
+    if annotations := pod_annotations(owner, settings):
+        template_meta["annotations"] = annotations
+    pod_spec = pod.pod_spec(owner, settings, _rendezvous_env(owner))
+    job_spec: dict[str, Any] = {
+        "completions": nodes,
+        "parallelism": nodes,
+        "backoffLimit": policy.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(),
+        "suspend": policy.suspend or policy.queue_name is not None,
+        "template": {"metadata": template_meta, "spec": pod_spec},
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+        pod_spec["subdomain"] = names.service(owner.name)
+    if policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = policy.active_deadline_seconds
+    meta = metadata(owner, names.job(owner.name), "trainer")
+    if policy.queue_name is not None:
+        meta["labels"][LABEL_KUEUE_QUEUE] = policy.queue_name
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+
+def desired(owner: Owner, settings: Settings) -> list[dict[str, Any]]:
+    """Every object the job needs, in creation order (the Job last: its pods mount the others)."""
+    objects = [storage.output_pvc(owner, settings), config_map(owner), service(owner), job(owner, settings)]
+    return [obj for obj in objects if obj is not None]

@@ -1,0 +1,101 @@
+"""The operator's settings: read once from the environment (the Helm chart sets them), passed to the builders.
+
+Every field has a `FINETUNE_<NAME>` environment variable (e.g. `FINETUNE_TRAINER_IMAGE`). Builders take the
+settings as an argument, so they stay pure and tests pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "FINETUNE_"
+
+
+class Settings(BaseModel):
+    """What a platform team configures once per installation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trainer_image: str = Field(
+        default="finetune-trainer:dev", description="Image of the training pods (the trainer_image/ build)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Pull policy of the training pods."
+    )
+    service_account: str | None = Field(
+        default=None,
+        description="ServiceAccount of the training pods (none needs API access); default: the namespace's.",
+    )
+    namespaces: tuple[str, ...] = Field(
+        default=(), description="Namespaces to watch (comma-separated); empty watches the whole cluster."
+    )
+    output_storage_size: str = Field(
+        default="20Gi",
+        description="Size of the output PVC the operator creates when spec.output.uri is unset.",
+    )
+    output_storage_class: str | None = Field(
+        default=None, description="StorageClass of that PVC; default: the cluster's default class."
+    )
+    multi_node_access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = Field(
+        default="ReadWriteMany",
+        description="Access mode of the output PVC for multi-node jobs: every rank writes its checkpoint shard.",
+    )
+    stall_after_seconds: float = Field(
+        default=300.0, ge=0, description="Pods unschedulable this long turn the job Stalled."
+    )
+    progress_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a running job's metrics are polled; status is written at most this often.",
+    )
+    propagate_annotation_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description="FineTuneJob annotations with these key prefixes are copied to the training pods (comma-separated).",
+    )
+    leader_election: bool = Field(
+        default=True, description="Run only while holding the Lease (one active replica)."
+    )
+    lease_name: str = Field(default="finetune-operator", description="Name of the leader-election Lease.")
+    lease_namespace: str = Field(
+        default="default", description="Namespace of the Lease (the operator's own)."
+    )
+    health_port: int = Field(
+        default=8080, ge=0, le=65535, description="Liveness endpoint port (/healthz); 0 disables."
+    )
+    metrics_port: int = Field(
+        default=8000, ge=0, le=65535, description="The operator's Prometheus port; 0 disables."
+    )
+    watch_timeout_seconds: int = Field(
+        default=300,
+        ge=10,
+        description="Server-side timeout of each watch request; watches are re-opened after it.",
+    )
+    log_format: Literal["json", "plain"] = Field(default="json", description="Log line format.")
+
+
+def _env_value(name: str, raw: str) -> object:
+    field = Settings.model_fields[name]
+    if field.annotation is not None and "tuple" in str(field.annotation):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `FINETUNE_*` variables; raises ValueError naming the variable on a bad value."""
+    environ = os.environ if environ is None else environ
+    values = {
+        name: _env_value(name, environ[ENV_PREFIX + name.upper()])
+        for name in Settings.model_fields
+        if ENV_PREFIX + name.upper() in environ
+    }
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ValueError(f"bad operator setting: {problems}") from None

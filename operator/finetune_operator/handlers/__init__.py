@@ -1,0 +1,92 @@
+"""Every event the operator reacts to, in one place (thin Kopf glue; the work is in `reconciler.py`).
+
+- Indexes keep the FineTuneJobs, their Jobs and their pods in memory (no reads on the hot path).
+- A watch event of a FineTuneJob, of a Job or of a pod the operator created reconciles that FineTuneJob.
+- At startup the poller starts (`poller.py`): progress of running jobs and time-based changes (Stalled).
+
+No handler here needs a finalizer (no timers or daemons): deleting a FineTuneJob never waits for the operator, and
+its children go with it through their owner references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from finetune_operator import poller
+from finetune_operator.api import GROUP, PLURAL, VERSION
+from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
+from finetune_operator.reconciler import Reconciler
+
+Key = tuple[str, str]
+Indexes = dict[str, kopf.Index[Key, dict[str, Any]]]
+OURS: dict[str, Any] = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB_NAME: kopf.PRESENT}
+"""Children of FineTuneJobs: what the operator created."""
+
+
+def first(index: kopf.Index[Key, dict[str, Any]], key: Key) -> dict[str, Any] | None:
+    """The one value stored under `key`, or None."""
+    return next(iter(index.get(key, ())), None)
+
+
+def _key(namespace: str | None, name: str) -> Key:
+    return (namespace or "", name)
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+    """Register the indexes and handlers on `registry`. Kopf passes the indexes as kwargs named after them."""
+    settings, tasks = reconciler.settings, set[asyncio.Task[None]]()
+
+    def reconcile(key: Key, indexes: Indexes, body: dict[str, Any] | None = None) -> None:
+        body = body or first(indexes["finetunejobs"], key)
+        if body is not None:
+            job, pods = first(indexes["trainer_jobs"], key), list(indexes["trainer_pods"].get(key, ()))
+            reconciler.reconcile(body, job, pods)
+
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    def finetunejobs(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[Key, dict[str, Any]]:
+        return {_key(namespace, name): dict(body)}
+
+    @kopf.index("batch", "v1", "jobs", labels=OURS, registry=registry)
+    def trainer_jobs(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[Key, dict[str, Any]]:
+        return {_key(namespace, labels[LABEL_JOB_NAME]): dict(body)}
+
+    @kopf.index("", "v1", "pods", labels=OURS, registry=registry)
+    def trainer_pods(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[Key, dict[str, Any]]:
+        return {_key(namespace, labels[LABEL_JOB_NAME]): dict(body)}
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def finetunejob_changed(
+        type: str, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
+    ) -> None:
+        if type == "DELETED":
+            reconciler.forget(body["metadata"]["uid"])
+        elif body.get("metadata", {}).get("deletionTimestamp") is None:
+            reconcile(_key(namespace, name), kwargs, dict(body))
+
+    @kopf.on.event("batch", "v1", "jobs", labels=OURS, registry=registry)
+    def job_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+        reconcile(_key(namespace, labels[LABEL_JOB_NAME]), kwargs)
+
+    @kopf.on.event("", "v1", "pods", labels=OURS, registry=registry)
+    def pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+        reconcile(_key(namespace, labels[LABEL_JOB_NAME]), kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def start_poller(**kwargs: Any) -> None:
+        indexes = poller.Indexes(kwargs["finetunejobs"], kwargs["trainer_jobs"], kwargs["trainer_pods"])
+        tasks.add(asyncio.create_task(poller.run(reconciler, indexes, settings.progress_interval_seconds)))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_poller(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

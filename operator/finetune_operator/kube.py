@@ -1,0 +1,131 @@
+"""The one module that talks to the Kubernetes API (through the `kubernetes` client; Kopf does the watching).
+
+Writes are few and explicit: server-side apply of the ConfigMap, Service and PVC (field manager
+`finetune-operator`), a create of the Job (never re-applied: after creation Kueue owns `suspend` for queued jobs),
+merge patches of the Job's `suspend`, a Job delete to restart with new resources, merge patches of the
+FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.leaderelection import electionconfig, leaderelection
+from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
+
+from finetune_operator.api import GROUP, KIND, PLURAL, VERSION
+from finetune_operator.builders.meta import MANAGED_BY
+
+logger = logging.getLogger(__name__)
+APPLY = "application/apply-patch+yaml"
+REQUEST_TIMEOUT_S = 30
+
+
+def load_config() -> None:
+    """In-cluster config when running in a pod, else the current kubeconfig ($KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    """Typed calls for the few writes the operator makes."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply of a ConfigMap, Service or PersistentVolumeClaim (creates or converges it)."""
+        patch: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.patch_namespaced_config_map,
+            "Service": self.core.patch_namespaced_service,
+            "PersistentVolumeClaim": self.core.patch_namespaced_persistent_volume_claim,
+        }
+        meta = obj["metadata"]
+        patch[obj["kind"]](meta["name"], meta["namespace"], obj, field_manager=MANAGED_BY, force=True,
+                           _content_type=APPLY, _request_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        """Create the batch Job; False when it already exists (a restart or a stale cache: nothing duplicated)."""
+        try:
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, field_manager=MANAGED_BY,
+                                             _request_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
+        """Set the Job's `spec.suspend` (Kubernetes deletes or recreates its pods)."""
+        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, field_manager=MANAGED_BY,
+                                        _content_type="application/merge-patch+json")  # fmt: skip
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete the Job and its pods (to start again with a changed pod template)."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge `status` into the FineTuneJob's status subresource (lists such as conditions are replaced)."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=MANAGED_BY,
+                _content_type="application/merge-patch+json",
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    def post_event(self, owner: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Record an Event on the FineTuneJob (best effort: a lost Event never fails a reconcile)."""
+        meta, now = owner["metadata"], datetime.now(UTC)
+        event = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "type": kind, "reason": reason, "message": message[:1024], "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": MANAGED_BY}, "reportingComponent": MANAGED_BY,
+        }  # fmt: skip
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            logger.warning("could not record event %s on %s: %s", reason, meta["name"], exc.reason)
+
+
+def run_as_leader(name: str, namespace: str, lead: Callable[[threading.Event], None]) -> None:
+    """Block until this process holds the Lease `namespace/name`, then run `lead(lost)` in this thread.
+
+    Stand-by replicas wait here. `lost` is set when the leader cannot renew the Lease within the deadline; `lead`
+    must then stop (the process exits and Kubernetes restarts it as a stand-by).
+    """
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    leading, lost = threading.Event(), threading.Event()
+    cfg = electionconfig.Config(
+        LeaseLock(name, namespace, identity), lease_duration=15, renew_deadline=10, retry_period=2,
+        onstarted_leading=leading.set, onstopped_leading=lost.set,
+    )  # fmt: skip
+    threading.Thread(
+        target=leaderelection.LeaderElection(cfg).run, name="leader-election", daemon=True
+    ).start()
+    logger.info("waiting for the Lease %s/%s as %s", namespace, name, identity)
+    leading.wait()
+    logger.info("leading as %s", identity)
+    lead(lost)

@@ -1,0 +1,74 @@
+"""`finetune operator`: run the operator (Kopf) against the current kubeconfig or the in-cluster config.
+
+Startup order: settings from the environment, API client, the operator's /metrics server, then leader election
+(a coordination.k8s.io Lease: stand-by replicas wait and serve only /metrics), then Kopf with the handlers of
+`handlers/`, a liveness endpoint (/healthz), JSON logs and explicit watch timeouts. Losing the Lease stops Kopf and
+exits non-zero, so Kubernetes restarts the replica as a stand-by.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from finetune_operator import handlers, kube
+from finetune_operator.config import Settings
+from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
+MAX_WORKERS = 16
+"""Threads for the (synchronous) handlers: reconciles of different jobs run in parallel."""
+
+
+def configure_kopf(settings: Settings) -> Any:
+    """A Kopf startup handler applying the watch, posting and execution settings."""
+
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.server_timeout = configured.watch_timeout_seconds
+        settings.watching.client_timeout = configured.watch_timeout_seconds + 60
+        settings.watching.connect_timeout = 30
+        settings.posting.enabled = False  # the operator posts its own Events, one per phase change
+        settings.execution.max_workers = MAX_WORKERS
+        settings.persistence.finalizer = "finetune.io/operator"  # unused: no handler needs one
+
+    configured = settings
+    return startup
+
+
+def run(settings: Settings, metrics: OperatorMetrics, lost: threading.Event | None = None) -> None:
+    """Run Kopf until stopped, or until `lost` is set (the Lease was lost)."""
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, Reconciler(kube.Kube(), settings, metrics))
+    kopf.on.startup(registry=registry)(configure_kopf(settings))
+    kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    kopf.run(
+        registry=registry, standalone=True, clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces), liveness_endpoint=liveness, stop_flag=lost,
+    )  # fmt: skip
+
+
+def main(settings: Settings) -> int:
+    """The process: /metrics, leader election, Kopf. Returns the exit code (1 when the Lease was lost)."""
+    kube.load_config()
+    metrics = OperatorMetrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+    if not settings.leader_election:
+        run(settings, metrics)
+        return 0
+    outcome = {"lost": False}
+
+    def lead(lost: threading.Event) -> None:
+        run(settings, metrics, lost)
+        outcome["lost"] = lost.is_set()
+
+    kube.run_as_leader(settings.lease_name, settings.lease_namespace, lead)
+    if outcome["lost"]:
+        logger.error("lost the Lease %s/%s: exiting", settings.lease_namespace, settings.lease_name)
+    return 1 if outcome["lost"] else 0

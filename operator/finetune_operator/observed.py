@@ -1,0 +1,131 @@
+"""Pure readers of the observed children: what the Job and its pods say (dict in, facts out).
+
+Kept apart from `status.py` so the state machine reads as decisions, and these as table-testable facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from finetune_operator.api.trainer import TerminationMessage
+from finetune_operator.builders.pod import CONTAINER
+
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+"""Container waiting reasons that do not resolve by themselves (a missing image or Secret)."""
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """The batch Job's state."""
+
+    exists: bool
+    suspended: bool = False
+    complete: bool = False
+    failed: bool = False
+    failed_reason: str = ""
+    failed_message: str = ""
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """The training pods' state, reduced to what the status needs."""
+
+    running: int = 0
+    unschedulable_since: datetime | None = None
+    unschedulable_message: str = ""
+    stuck_reason: str = ""
+    stuck_message: str = ""
+    succeeded_message: TerminationMessage | None = None
+    failure: TerminationMessage | None = None
+    failure_exit_code: int | None = None
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def job_facts(job: dict[str, Any] | None) -> JobFacts:
+    """Facts from a batch/v1 Job (None when it does not exist)."""
+    if job is None:
+        return JobFacts(exists=False)
+    failed = _condition(job, "Failed")
+    return JobFacts(
+        exists=True,
+        suspended=bool((job.get("spec") or {}).get("suspend")),
+        complete=_condition(job, "Complete") is not None,
+        failed=failed is not None,
+        failed_reason=(failed or {}).get("reason", ""),
+        failed_message=(failed or {}).get("message", ""),
+        active=int((job.get("status") or {}).get("active") or 0),
+    )
+
+
+def termination_message(text: str | None) -> TerminationMessage | None:
+    """The trainer's message; text that is not one (the log tail Kubernetes fell back to) becomes the message."""
+    if not text:
+        return None
+    try:
+        return TerminationMessage.model_validate_json(text)
+    except ValidationError:
+        return TerminationMessage(status="Failed", reason="Error", message=text.strip()[-2000:])
+
+
+def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER:
+            return dict(status)
+    return {}
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _created(pod: dict[str, Any]) -> str:
+    return str(pod.get("metadata", {}).get("creationTimestamp") or "")
+
+
+def pod_facts(pods: list[dict[str, Any]]) -> PodFacts:
+    """Facts from the training pods (newest last wins for failures)."""
+    facts: dict[str, Any] = {"running": 0}
+    for pod in sorted(pods, key=_created):
+        status, phase = pod.get("status") or {}, (pod.get("status") or {}).get("phase")
+        container = _trainer_status(pod)
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if phase == "Running" and not pod.get("metadata", {}).get("deletionTimestamp"):
+            facts["running"] += 1
+        elif phase == "Succeeded":
+            facts["succeeded_message"] = termination_message(terminated.get("message"))
+        elif phase == "Failed":
+            facts["failure"] = termination_message(terminated.get("message")) or TerminationMessage(
+                status="Failed", reason=terminated.get("reason") or status.get("reason") or "PodFailed",
+                message=terminated.get("message") or status.get("message") or "the training pod failed",
+            )  # fmt: skip
+            facts["failure_exit_code"] = terminated.get("exitCode")
+        if waiting.get("reason") in STUCK_WAITING_REASONS:
+            facts["stuck_reason"], facts["stuck_message"] = waiting["reason"], waiting.get("message", "")
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                since = _time(condition.get("lastTransitionTime"))
+                earliest = facts.get("unschedulable_since")
+                if since is not None and (earliest is None or since < earliest):
+                    facts["unschedulable_since"] = since
+                facts["unschedulable_message"] = condition.get("message", "")
+    return PodFacts(**facts)

@@ -1,0 +1,106 @@
+"""The operator's periodic work, one asyncio task: progress of running jobs, and time-based status changes.
+
+Every `interval` seconds it scrapes rank 0's metrics endpoint of each Running job (all concurrently, each with a
+short timeout) and writes `status.progress` when the numbers changed, so at most once per interval per job; and it
+re-reconciles Pending jobs with unschedulable pods, whose status depends on time (the stall timeout). One task for
+all jobs instead of a Kopf timer per job: no finalizers, and the number of concurrent scrapes stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from finetune_operator import observed, progress
+from finetune_operator.api.status import Phase
+from finetune_operator.api.trainer import METRICS_PORT
+from finetune_operator.reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
+SCRAPE_TIMEOUT_S = 3.0
+MAX_CONCURRENT_SCRAPES = 50
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+PHASES: tuple[Phase, ...] = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """Kopf's live indexes, keyed by (namespace, FineTuneJob name)."""
+
+    finetunejobs: Any
+    jobs: Any
+    pods: Any
+
+    def values(self, index: Any, key: tuple[str, str]) -> list[dict[str, Any]]:
+        return list(index.get(key, ()))
+
+
+def rank_zero_url(pods: list[dict[str, Any]]) -> str | None:
+    """The metrics URL of the running pod of node 0 (any running pod of a one-node job)."""
+    for pod in pods:
+        status, labels = pod.get("status") or {}, pod.get("metadata", {}).get("labels") or {}
+        if status.get("phase") == "Running" and status.get("podIP") and labels.get(INDEX_LABEL, "0") == "0":
+            return f"http://{status['podIP']}:{METRICS_PORT}/metrics"
+    return None
+
+
+async def _scrape(
+    session: aiohttp.ClientSession, reconciler: Reconciler, body: dict[str, Any], url: str
+) -> None:
+    try:
+        async with session.get(url) as response:
+            response.raise_for_status()
+            current = progress.parse(await response.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        reconciler.metrics.progress_polls.labels("error").inc()
+        logger.debug("progress of %s: %s", body["metadata"]["name"], exc)
+        return
+    reconciler.metrics.progress_polls.labels("ok").inc()
+    if current and progress.changed(reconciler.status_of(body).get("progress"), current):
+        stamped = progress.stamped(current, datetime.now(UTC))
+        await asyncio.to_thread(reconciler.write_progress, body, stamped)
+
+
+async def tick(session: aiohttp.ClientSession, reconciler: Reconciler, indexes: Indexes) -> None:
+    """One round over all jobs."""
+    scrapes, phases = [], Counter[str]()
+    for key, store in list(indexes.finetunejobs.items()):
+        for body in list(store):
+            phase = reconciler.status_of(body).get("phase") or "Pending"
+            phases[phase] += 1
+            if phase == "Running" and (url := rank_zero_url(indexes.values(indexes.pods, key))):
+                scrapes.append(_scrape(session, reconciler, body, url))
+            elif (
+                phase == "Pending"
+                and observed.pod_facts(pods := indexes.values(indexes.pods, key)).unschedulable_since
+            ):
+                jobs = indexes.values(indexes.jobs, key)
+                await asyncio.to_thread(reconciler.reconcile, body, jobs[0] if jobs else None, pods)
+    for phase in PHASES:
+        reconciler.metrics.jobs.labels(phase).set(phases.get(phase, 0))
+    limit = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)
+
+    async def bounded(scrape: Any) -> None:
+        async with limit:
+            await scrape
+
+    await asyncio.gather(*(bounded(s) for s in scrapes))
+
+
+async def run(reconciler: Reconciler, indexes: Indexes, interval: float) -> None:
+    """Tick forever (cancelled at operator shutdown); a failing tick is logged and the next one runs."""
+    timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await tick(session, reconciler, indexes)
+            except Exception:
+                logger.exception("poller tick failed")
+            await asyncio.sleep(max(0.0, interval - (asyncio.get_running_loop().time() - started)))

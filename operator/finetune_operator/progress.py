@@ -1,0 +1,51 @@
+"""`status.progress` from the trainer's Prometheus text (pure): rank 0 serves it, the operator polls it.
+
+The trainer needs no Kubernetes credentials: the operator reads `http://<rank-0 pod IP>:<METRICS_PORT>/metrics`
+(see `poller.py`) and turns the gauges into the Progress block here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from finetune_operator.api.trainer import Metric
+
+_FIELDS = {
+    Metric.STEP: ("step", int),
+    Metric.TOTAL_STEPS: ("totalSteps", int),
+    Metric.EPOCH: ("epoch", float),
+    Metric.LOSS: ("loss", float),
+    Metric.EVAL_LOSS: ("evalLoss", float),
+    Metric.LEARNING_RATE: ("learningRate", float),
+    Metric.TOKENS_PER_SECOND: ("tokensPerSecond", float),
+    Metric.ETA_SECONDS: ("etaSeconds", int),
+}
+
+
+def parse(text: str) -> dict[str, Any]:
+    """The progress fields found in a /metrics page (camelCase; NaN gauges, i.e. not measured yet, left out)."""
+    found: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            entry = _FIELDS.get(sample.name)  # type: ignore[call-overload]
+            if entry is None or sample.value != sample.value:  # NaN
+                continue
+            name, kind = entry
+            found[name] = kind(round(sample.value, 6) if kind is float else sample.value)
+    if found.get("totalSteps") and "step" in found:
+        found["percent"] = min(100, int(100 * found["step"] / found["totalSteps"]))
+    return found
+
+
+def changed(previous: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """True when the numbers differ (the timestamp aside)."""
+    before = {k: v for k, v in (previous or {}).items() if k != "lastUpdated"}
+    return before != current
+
+
+def stamped(current: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The progress block with `lastUpdated`."""
+    return {**current, "lastUpdated": now.isoformat().replace("+00:00", "Z")}

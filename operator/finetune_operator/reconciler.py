@@ -1,0 +1,159 @@
+"""Level-based reconcile of one FineTuneJob: desired objects from the builders, status from the observations.
+
+Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job or its pods, and by the poller
+for time-based changes. It reads nothing from the API server: the observed Job and pods come from Kopf's
+in-memory indexes. It writes only what differs: the children when the Job is missing, the ConfigMap when the
+generation moved, the Job's suspension, and the status when it changed. So a restart at any moment (say between
+creating the Job and writing status) converges without duplicates: the Job is found in the index, or its create
+answers 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from finetune_operator import names, observed
+from finetune_operator.api import describe
+from finetune_operator.builders import storage, workload
+from finetune_operator.builders.meta import Owner
+from finetune_operator.config import Settings
+from finetune_operator.kube import Kube
+from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.status import TERMINAL, Observation, derive, transition_event
+
+logger = logging.getLogger(__name__)
+_TEMPLATE_KEYS = ("nodeSelector", "tolerations", "affinity", "priorityClassName")
+
+
+def _placement(job: dict[str, Any]) -> list[Any]:
+    """The parts of a Job's pod template that `spec.resources` decides."""
+    spec = job["spec"]["template"]["spec"]
+    return [spec["containers"][0].get("resources") or {}, *(spec.get(k) or None for k in _TEMPLATE_KEYS)]
+
+
+def _seconds_since(timestamp: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(timestamp.replace("Z", "+00:00"))).total_seconds()
+
+
+def _phase_of(status: dict[str, Any]) -> str:
+    return str(status.get("phase") or "New")
+
+
+class Reconciler:
+    """Holds the clients, the settings and what was last written per job (the watch may lag behind it)."""
+
+    def __init__(self, kube: Kube, settings: Settings, metrics: OperatorMetrics) -> None:
+        self.kube, self.settings, self.metrics = kube, settings, metrics
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._written: dict[str, dict[str, Any]] = {}
+
+    def status_of(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The newest status known: the last one written by this process, else the one on the object."""
+        return self._written.get(body["metadata"]["uid"]) or dict(body.get("status") or {})
+
+    def forget(self, uid: str) -> None:
+        """Drop what is kept for a deleted job."""
+        self._written.pop(uid, None)
+        self._locks.pop(uid, None)
+
+    def reconcile(self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
+        """Converge one FineTuneJob; serialised per job."""
+        started = time.perf_counter()
+        with self._locks[body["metadata"]["uid"]]:
+            try:
+                self._reconcile(body, job, pods)
+            except Exception:
+                self.metrics.reconcile_errors.inc()
+                raise
+            finally:
+                self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    def _reconcile(
+        self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]
+    ) -> None:
+        meta, previous = body["metadata"], self.status_of(body)
+        generation = int(meta.get("generation") or 1)
+        if previous.get("phase") in TERMINAL and previous.get("observedGeneration") == generation:
+            return
+        owner: Owner | None = None
+        invalid: str | None = None
+        try:
+            owner = Owner.from_body(body)
+        except ValidationError as exc:
+            invalid = "; ".join(describe(exc))
+        if owner is not None:
+            job = self._converge_children(owner, job, generation, previous)
+        policy = owner.job.spec.run_policy if owner else None
+        obs = Observation(
+            generation=generation, job=observed.job_facts(job), pods=observed.pod_facts(pods),
+            user_suspended=bool(policy and policy.suspend), queued=bool(policy and policy.queue_name),
+            workload=self._workload(owner) if owner else {}, now=datetime.now(UTC),
+            stall_after_seconds=self.settings.stall_after_seconds, invalid_spec=invalid, previous=previous,
+        )  # fmt: skip
+        self.write_status(body, derive(obs))
+
+    def _converge_children(
+        self, owner: Owner, job: dict[str, Any] | None, generation: int, previous: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create what is missing and apply what the spec changed; returns the Job as now known."""
+        *others, desired_job = workload.desired(owner, self.settings)
+        ns, job_name = owner.namespace, names.job(owner.name)
+        if job is None:
+            for obj in others:
+                self.kube.apply(obj)
+            if self.kube.create_job(desired_job):
+                if created := (owner.job.metadata.model_extra or {}).get("creationTimestamp"):
+                    self.metrics.create_to_workload.observe(_seconds_since(created))
+                logger.info("created %s/%s for FineTuneJob %s", ns, job_name, owner.name)
+            return desired_job
+        if previous.get("observedGeneration") not in (None, generation):
+            self.kube.apply(workload.config_map(owner))  # runPolicy or resources changed
+        policy, suspended = owner.job.spec.run_policy, bool(job["spec"].get("suspend"))
+        if policy.suspend and not suspended:
+            self.kube.suspend_job(ns, job_name, True)
+        elif not policy.suspend and suspended and policy.queue_name is None:
+            if _placement(job) != _placement(desired_job):
+                logger.info("resources of %s/%s changed while suspended: recreating its Job", ns, owner.name)
+                self.kube.delete_job(
+                    ns, job_name
+                )  # the next reconcile (on the delete event) creates it again
+            else:
+                self.kube.suspend_job(ns, job_name, False)
+        return job
+
+    def _workload(self, owner: Owner) -> dict[str, str]:
+        found = {"jobName": names.job(owner.name), "configMapName": names.config_map(owner.name)}
+        if owner.job.spec.distributed.nodes > 1:
+            found["serviceName"] = names.service(owner.name)
+        if (claim := storage.output_claim(owner)) is not None:
+            found["pvcName"] = claim
+        return found
+
+    def write_progress(self, body: dict[str, Any], progress: dict[str, Any]) -> None:
+        """Patch `status.progress` (the poller calls this at most once per interval per job)."""
+        meta = body["metadata"]
+        with self._locks[meta["uid"]]:
+            self.kube.patch_status(meta["namespace"], meta["name"], {"progress": progress})
+            self._written[meta["uid"]] = {**self.status_of(body), "progress": progress}
+
+    def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        """Patch the status when it differs from the newest known one; post an Event on a phase change."""
+        meta, previous = body["metadata"], self.status_of(body)
+        if all(previous.get(key) == value for key, value in status.items()):
+            return
+        self.kube.patch_status(meta["namespace"], meta["name"], status)
+        self._written[meta["uid"]] = {**previous, **status}
+        if (event := transition_event(previous, status)) is not None:
+            self.kube.post_event(body, *event)
+        before, after = _phase_of(previous), _phase_of(status)
+        if before != after:
+            self.metrics.transitions.labels(before, after).inc()
+            if after in TERMINAL and status.get("startTime"):
+                self.metrics.job_duration.labels(after).observe(_seconds_since(status["startTime"]))

@@ -1,0 +1,179 @@
+"""The status of a FineTuneJob, derived from what was observed (pure: facts and the previous status in).
+
+`derive` is the one state machine: the phase, the conditions (Ready/Reconciling/Stalled with kstatus meaning, so
+Flux and Argo CD read them, plus Admitted, Training, Complete, Failed and Suspended), the result, the times and
+the workload names. `transition_event` says which Event to post when the phase changed. Conditions keep their
+`lastTransitionTime` while their status stays the same.
+
+| phase      | when                                                                    |
+|------------|-------------------------------------------------------------------------|
+| Pending    | objects being created, pods not running yet (Stalled when stuck)        |
+| Queued     | the Job waits for Kueue's admission (`runPolicy.queueName`)             |
+| Running    | a training pod runs                                                     |
+| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept)            |
+| Succeeded  | the Job completed; `result` holds the trainer's output, digest, metrics |
+| Failed     | the Job failed, or the spec cannot run; the reason is the trainer's own |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from finetune_operator.api.status import Phase
+from finetune_operator.api.trainer import ExitCode, TerminationMessage
+from finetune_operator.observed import JobFacts, PodFacts
+
+TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything `derive` reads."""
+
+    generation: int
+    job: JobFacts
+    pods: PodFacts
+    user_suspended: bool
+    queued: bool
+    """`runPolicy.queueName` is set: Kueue, not the operator, lifts the Job's suspension."""
+    workload: dict[str, str]
+    now: datetime
+    stall_after_seconds: float
+    invalid_spec: str | None = None
+    """Why the spec cannot run (rules the CRD cannot check); the job fails at once."""
+    previous: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class State:
+    """Phase, why, and whether it is stuck."""
+
+    phase: Phase
+    reason: str
+    message: str
+    stalled: bool = False
+    result: TerminationMessage | None = None
+
+
+def _failure(obs: Observation) -> State:
+    failure, job = obs.pods.failure, obs.job
+    if job.failed_reason == "DeadlineExceeded":
+        return State(
+            "Failed", "DeadlineExceeded", job.failed_message or "runPolicy.activeDeadlineSeconds passed"
+        )
+    if failure is not None and failure.reason:
+        reason = failure.reason
+        if obs.pods.failure_exit_code == ExitCode.INVALID_CONFIG and reason == "Error":
+            reason = "InvalidConfig"
+        return State("Failed", reason, failure.message or job.failed_message)
+    return State("Failed", job.failed_reason or "JobFailed", job.failed_message or "the training Job failed")
+
+
+def _state(obs: Observation) -> State:
+    job, pods = obs.job, obs.pods
+    if obs.invalid_spec is not None:
+        return State("Failed", "InvalidSpec", obs.invalid_spec)
+    if not job.exists:
+        return State("Pending", "Creating", "creating the training workload")
+    if job.complete:
+        return State("Succeeded", "Succeeded", "training finished", result=pods.succeeded_message)
+    if job.failed:
+        return _failure(obs)
+    if job.suspended and obs.user_suspended:
+        return State("Suspended", "Suspended", "runPolicy.suspend is true; checkpoints are kept")
+    if job.suspended and obs.queued:
+        return State("Queued", "Queued", "waiting for Kueue to admit the workload")
+    if pods.running:
+        return State("Running", "Training", f"{pods.running} training pod(s) running")
+    if pods.stuck_reason:
+        return State("Pending", pods.stuck_reason, pods.stuck_message, stalled=True)
+    if pods.unschedulable_since is not None:
+        waited = (obs.now - pods.unschedulable_since).total_seconds()
+        return State(
+            "Pending", "Unschedulable", pods.unschedulable_message, stalled=waited >= obs.stall_after_seconds
+        )
+    if job.suspended:  # being suspended or resumed; the next observation settles it
+        return State("Pending", "Resuming", "waiting for the Job to resume")
+    return State("Pending", "Starting", "waiting for the training pods to start")
+
+
+def _conditions(state: State, obs: Observation) -> list[tuple[str, bool, str, str]]:
+    phase, reason, message = state.phase, state.reason, state.message
+    stalled = state.stalled or phase == "Failed"
+    in_progress = phase in ("Pending", "Queued", "Running") and not stalled
+    admitted = obs.job.exists and phase not in ("Queued",) and obs.invalid_spec is None
+    return [
+        ("Ready", phase == "Succeeded", reason, message),
+        ("Reconciling", in_progress, reason, message),
+        ("Stalled", stalled, reason if stalled else "NotStalled", message if stalled else ""),
+        ("Admitted", admitted, "Admitted" if admitted else reason, "" if admitted else message),
+        ("Training", phase == "Running", reason, message),
+        ("Complete", phase == "Succeeded", reason, message),
+        ("Failed", phase == "Failed", reason, message),
+        ("Suspended", phase == "Suspended", reason, message),
+    ]
+
+
+def _merge_conditions(state: State, obs: Observation) -> list[dict[str, Any]]:
+    previous = {c["type"]: c for c in obs.previous.get("conditions") or []}
+    now = obs.now.isoformat().replace("+00:00", "Z")
+    merged = []
+    for kind, true, reason, message in _conditions(state, obs):
+        status = "True" if true else "False"
+        old = previous.get(kind, {})
+        moved = old.get("status") != status
+        merged.append({
+            "type": kind, "status": status, "observedGeneration": obs.generation,
+            "lastTransitionTime": now if moved else old.get("lastTransitionTime", now),
+            "reason": reason or "Unknown", "message": message[:32768],
+        })  # fmt: skip
+    return merged
+
+
+def derive(obs: Observation) -> dict[str, Any]:
+    """The whole `status` (camelCase, as written to the status subresource), progress aside."""
+    state = _state(obs)
+    previous, now = obs.previous, obs.now.isoformat().replace("+00:00", "Z")
+    status: dict[str, Any] = {
+        "phase": state.phase,
+        "observedGeneration": obs.generation,
+        "conditions": _merge_conditions(state, obs),
+        "message": state.message[:32768],
+        "workload": obs.workload,
+    }
+    if state.phase == "Running" or previous.get("startTime"):
+        status["startTime"] = previous.get("startTime") or now
+    if state.phase in TERMINAL:
+        status["completionTime"] = previous.get("completionTime") or now
+    if state.result is not None:
+        metrics = {k: v for k, v in state.result.metrics.items() if v is not None}
+        status["result"] = {
+            "artifactUri": state.result.output,
+            "digest": state.result.digest,
+            "metrics": metrics,
+        }
+        status["result"] = {k: v for k, v in status["result"].items() if v is not None}
+    if previous.get("progress"):
+        status["progress"] = previous["progress"]
+    return status
+
+
+def transition_event(previous: dict[str, Any], current: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Event when the phase changed or the job became stalled, else None."""
+    was, now = (previous.get("phase"), _stalled(previous)), (current.get("phase"), _stalled(current))
+    if was == now or (was[0] == now[0] and not now[1]):
+        return None
+    stalled = _condition(current, "Stalled")
+    if now[1] and stalled is not None:
+        return ("Warning", str(stalled["reason"]), str(stalled["message"]))
+    return ("Warning" if now[0] == "Failed" else "Normal", str(now[0]), str(current.get("message", "")))
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _stalled(status: dict[str, Any]) -> bool:
+    return (_condition(status, "Stalled") or {}).get("status") == "True"
