@@ -38,6 +38,11 @@ def load_config() -> None:
         config.load_kube_config()
 
 
+def _namespace_terminating(exc: ApiException) -> bool:
+    """True for the 403 the API server answers to a create in a namespace being deleted (nothing to do)."""
+    return exc.status == 403 and "NamespaceTerminating" in str(exc.body)
+
+
 class Kube:
     """Typed calls for the few writes the operator makes."""
 
@@ -55,8 +60,12 @@ class Kube:
             "PersistentVolumeClaim": self.core.patch_namespaced_persistent_volume_claim,
         }
         meta = obj["metadata"]
-        patch[obj["kind"]](meta["name"], meta["namespace"], obj, field_manager=MANAGED_BY, force=True,
-                           _content_type=APPLY, _request_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+        try:
+            patch[obj["kind"]](meta["name"], meta["namespace"], obj, field_manager=MANAGED_BY, force=True,
+                               _content_type=APPLY, _request_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+        except ApiException as exc:
+            if not _namespace_terminating(exc):
+                raise
 
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the batch Job; False when it already exists (a restart or a stale cache: nothing duplicated)."""
@@ -64,7 +73,7 @@ class Kube:
             self.batch.create_namespaced_job(job["metadata"]["namespace"], job, field_manager=MANAGED_BY,
                                              _request_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status == 409 or _namespace_terminating(exc):
                 return False
             raise
         return True

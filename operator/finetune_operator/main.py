@@ -56,6 +56,8 @@ def run(settings: Settings, metrics: OperatorMetrics, lost: threading.Event | No
 def main(settings: Settings) -> int:
     """The process: /metrics, leader election, Kopf. Returns the exit code (1 when the Lease was lost)."""
     kube.load_config()
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)  # it logs every renewal at INFO
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # "Handler … succeeded" on every watch event
     metrics = OperatorMetrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)

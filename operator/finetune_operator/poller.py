@@ -2,7 +2,8 @@
 
 Every `interval` seconds it scrapes rank 0's metrics endpoint of each Running job (all concurrently, each with a
 short timeout) and writes `status.progress` when the numbers changed, so at most once per interval per job; and it
-re-reconciles Pending jobs with unschedulable pods, whose status depends on time (the stall timeout). One task for
+re-reconciles Pending jobs with unschedulable pods, whose status depends on time (the stall timeout), and
+jobs whose last reconcile raised (Kopf does not redeliver watch events). One task for
 all jobs instead of a Kopf timer per job: no finalizers, and the number of concurrent scrapes stays bounded.
 """
 
@@ -65,6 +66,26 @@ async def _scrape(
     if current and progress.changed(reconciler.status_of(body).get("progress"), current):
         stamped = progress.stamped(current, datetime.now(UTC))
         await asyncio.to_thread(reconciler.write_progress, body, stamped)
+
+
+def _time_dependent(
+    reconciler: Reconciler, body: dict[str, Any], phase: str, pods: list[dict[str, Any]]
+) -> bool:
+    """A job whose last reconcile failed, or a Pending one with unschedulable pods (the stall timeout runs)."""
+    if body["metadata"]["uid"] in reconciler.failed:
+        return True
+    return phase == "Pending" and observed.pod_facts(pods).unschedulable_since is not None
+
+
+def _reconcile_logged(
+    reconciler: Reconciler, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> None:
+    try:
+        reconciler.reconcile(body, job, pods)
+    except Exception:
+        logger.exception(
+            "reconcile of %s/%s failed", body["metadata"].get("namespace"), body["metadata"]["name"]
+        )
 
 
 async def tick(session: aiohttp.ClientSession, reconciler: Reconciler, indexes: Indexes) -> None:

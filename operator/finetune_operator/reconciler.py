@@ -53,6 +53,12 @@ class Reconciler:
         self.kube, self.settings, self.metrics = kube, settings, metrics
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._written: dict[str, dict[str, Any]] = {}
+        self.failed: set[str] = set()
+        """Jobs whose last reconcile raised: the poller retries them (watch events are not redelivered)."""
+
+    def _retry(self, uid: str) -> None:
+        self.metrics.reconcile_errors.inc()
+        self.failed.add(uid)
 
     def status_of(self, body: dict[str, Any]) -> dict[str, Any]:
         """The newest status known: the last one written by this process, else the one on the object."""
@@ -62,16 +68,20 @@ class Reconciler:
         """Drop what is kept for a deleted job."""
         self._written.pop(uid, None)
         self._locks.pop(uid, None)
+        self.failed.discard(uid)
 
     def reconcile(self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
         """Converge one FineTuneJob; serialised per job."""
         started = time.perf_counter()
-        with self._locks[body["metadata"]["uid"]]:
+        uid = body["metadata"]["uid"]
+        with self._locks[uid]:
             try:
                 self._reconcile(body, job, pods)
             except Exception:
-                self.metrics.reconcile_errors.inc()
+                self._retry(uid)
                 raise
+            else:
+                self.failed.discard(uid)
             finally:
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 

@@ -122,6 +122,9 @@ def _merge_conditions(state: State, obs: Observation) -> list[dict[str, Any]]:
     merged = []
     for kind, true, reason, message in _conditions(state, obs):
         status = "True" if true else "False"
+        message = (
+            message if true or kind in ("Ready", "Reconciling") else ""
+        )  # the others say why only when true
         old = previous.get(kind, {})
         moved = old.get("status") != status
         merged.append({

@@ -45,19 +45,19 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             job, pods = first(indexes["trainer_jobs"], key), list(indexes["trainer_pods"].get(key, ()))
             reconciler.reconcile(body, job, pods)
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="finetunejobs", registry=registry)
     def finetunejobs(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
         return {_key(namespace, name): dict(body)}
 
-    @kopf.index("batch", "v1", "jobs", labels=OURS, registry=registry)
+    @kopf.index("batch", "v1", "jobs", labels=OURS, id="trainer_jobs", registry=registry)
     def trainer_jobs(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
         return {_key(namespace, labels[LABEL_JOB_NAME]): dict(body)}
 
-    @kopf.index("", "v1", "pods", labels=OURS, registry=registry)
+    @kopf.index("", "v1", "pods", labels=OURS, id="trainer_pods", registry=registry)
     def trainer_pods(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
@@ -79,6 +79,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.event("", "v1", "pods", labels=OURS, registry=registry)
     def pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
         reconcile(_key(namespace, labels[LABEL_JOB_NAME]), kwargs)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster ServiceAccount when in a pod, else the kubeconfig (as `kube.load_config`)."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def start_poller(**kwargs: Any) -> None:

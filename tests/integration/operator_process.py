@@ -1,0 +1,105 @@
+"""The operator under test: `finetune operator` as a subprocess against the integration cluster.
+
+A real process (not a thread) so a test can SIGKILL it mid-reconcile and start it again. Its JSON log goes to a
+file under `.cache/`, printed when a test fails (see `OperatorProcess.log_tail`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from finetune_operator import config
+from finetune_operator.config import Settings
+
+from tests.integration.helpers import KUBECONFIG, ROOT, wait_until
+
+KWOK_PREFIX = "kwok.finetune.io/"
+STALL_AFTER_S = 3
+PROGRESS_INTERVAL_S = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """Start, kill and restart `finetune operator`."""
+
+    def __init__(self, log_dir: Path = ROOT / ".cache" / "integration") -> None:
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(KUBECONFIG),
+            "FINETUNE_TRAINER_IMAGE": "example.invalid/finetune-trainer:test",  # never pulled: no kubelet
+            "FINETUNE_PROPAGATE_ANNOTATION_PREFIXES": KWOK_PREFIX,
+            "FINETUNE_STALL_AFTER_SECONDS": str(STALL_AFTER_S),
+            "FINETUNE_PROGRESS_INTERVAL_SECONDS": str(PROGRESS_INTERVAL_S),
+            "FINETUNE_HEALTH_PORT": str(self.health_port),
+            "FINETUNE_METRICS_PORT": str(self.metrics_port),
+            "FINETUNE_LEASE_NAMESPACE": "default",
+            "FINETUNE_LEASE_NAME": f"finetune-operator-it-{os.getpid()}",
+        }
+
+    def settings(self) -> Settings:
+        """The settings the process runs with (what it builds its objects from)."""
+        return config.from_env(self.env())
+
+    def start(self) -> None:
+        """Start it and wait until its liveness endpoint answers (Kopf is up, indexes are being filled)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "finetune_operator", "operator"], env=self.env(), stdout=log,
+                stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+        wait_until("the operator's /healthz", self._healthy, timeout=60)
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
