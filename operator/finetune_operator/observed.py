@@ -50,7 +50,10 @@ class PodFacts:
     stuck_message: str = ""
     succeeded_message: TerminationMessage | None = None
     failure: TerminationMessage | None = None
+    """The newest failed pod's termination message, when it left one."""
     failure_exit_code: int | None = None
+    failure_cause: str = ""
+    """Kubernetes' reason for the newest failed pod's end (Error, OOMKilled, Evicted…)."""
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -114,11 +117,9 @@ def pod_facts(pods: list[dict[str, Any]]) -> PodFacts:
         elif phase == "Succeeded":
             facts["succeeded_message"] = termination_message(terminated.get("message"))
         elif phase == "Failed":
-            facts["failure"] = termination_message(terminated.get("message")) or TerminationMessage(
-                status="Failed", reason=terminated.get("reason") or status.get("reason") or "PodFailed",
-                message=terminated.get("message") or status.get("message") or "the training pod failed",
-            )  # fmt: skip
+            facts["failure"] = termination_message(terminated.get("message"))
             facts["failure_exit_code"] = terminated.get("exitCode")
+            facts["failure_cause"] = terminated.get("reason") or status.get("reason") or ""
         if waiting.get("reason") in STUCK_WAITING_REASONS:
             facts["stuck_reason"], facts["stuck_message"] = waiting["reason"], waiting.get("message", "")
         for condition in status.get("conditions") or []:

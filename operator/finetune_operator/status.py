@@ -58,16 +58,20 @@ class State:
 
 
 def _failure(obs: Observation) -> State:
-    failure, job = obs.pods.failure, obs.job
+    """Why the Job failed: the deadline, else the trainer's own reason, else what Kubernetes saw."""
+    pods, job = obs.pods, obs.job
     if job.failed_reason == "DeadlineExceeded":
         return State(
             "Failed", "DeadlineExceeded", job.failed_message or "runPolicy.activeDeadlineSeconds passed"
         )
-    if failure is not None and failure.reason:
-        reason = failure.reason
-        if obs.pods.failure_exit_code == ExitCode.INVALID_CONFIG and reason == "Error":
-            reason = "InvalidConfig"
-        return State("Failed", reason, failure.message or job.failed_message)
+    trainer, code = pods.failure, pods.failure_exit_code
+    invalid = code == ExitCode.INVALID_CONFIG
+    if trainer is not None and trainer.reason and trainer.reason != "Error":
+        return State("Failed", trainer.reason, trainer.message or job.failed_message)
+    if trainer is not None or invalid or pods.failure_cause not in ("", "Error"):
+        reason = "InvalidConfig" if invalid else pods.failure_cause or "TrainerFailed"
+        said = trainer.message if trainer is not None and trainer.message else ""
+        return State("Failed", reason, said or f"the trainer exited with code {code} ({pods.failure_cause})")
     return State("Failed", job.failed_reason or "JobFailed", job.failed_message or "the training Job failed")
 
 

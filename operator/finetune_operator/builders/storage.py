@@ -4,7 +4,8 @@
   `/output/<path>`; when unset, a PVC the operator creates (`names.output_pvc`) is mounted at /output. It is not
   owned by the FineTuneJob: deleting the job keeps the trained result (delete the PVC to clean up). Multi-node jobs
   need storage every rank can reach (ZeRO checkpoints are written per rank), so their PVC asks for
-  `Settings.multi_node_access_mode` (ReadWriteMany by default).
+  `Settings.multi_node_access_mode` (ReadWriteMany by default). s3:// and oci:// outputs are staged in an emptyDir
+  at /output before the trainer uploads them.
 - pvc:// datasets and models: the claim mounted read-only at /data/<claim>; configmap:// datasets: the ConfigMap
   mounted at /data/<name>. The trainer looks up `<dataDir>/<claim>/<path>` (see trainer_image/README.md).
 - The config at `CONFIG_MOUNT_DIR`, memory-backed /dev/shm, and emptyDirs for the cache and /tmp (the root
@@ -94,9 +95,9 @@ def volumes_and_mounts(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[st
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     claim = output_claim(owner)
-    if claim is not None:
-        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
+    source = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}  # s3/oci: staging
+    volumes.append({"name": "output", **source})
+    mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
     for index, (name, source) in enumerate(_input_volumes(owner)):
         volumes.append({"name": f"input-{index}", **source})
         mounts.append({"name": f"input-{index}", "mountPath": f"{DATA_MOUNT}/{name}", "readOnly": True})
