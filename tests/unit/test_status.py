@@ -47,7 +47,7 @@ def pod(
         state = {
             "terminated": {
                 "exitCode": 0 if phase == "Succeeded" else exit_code,
-                "reason": "Error",
+                "reason": cause,
                 "message": text,
             }
         }
