@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# `make images`: build the trainer image locally (no registry is reachable here).
+# `make images`: build the operator and trainer images locally (no registry is reachable here).
 #
-#   VARIANT=cpu|cuda (cpu)  TAG (finetune-trainer:<variant>)
+#   IMAGES (operator trainer)  VARIANT=cpu|cuda (cpu)  TAG (finetune-trainer:<variant>)
+#   OPERATOR_TAG (finetune-operator:dev)
 #
 # 1. hack/images/base.sh: Docker Engine up, base image finetune/debian:bookworm from debootstrap.
 # 2. Stage a small build context under .cache/images/trainer-context/: the Python sources, the host's CA bundle,
 #    and local torch wheels from /opt/wheels when the machine has them (a CPU build there is used by VARIANT=cpu).
-# 3. docker build with the classic builder (BuildKit front ends would be pulled from a registry).
+# 3. docker build with the classic builder (BuildKit front ends would be pulled from a registry); the operator
+#    image (operator/Dockerfile, no torch) first, then the trainer image and its smoke test.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 variant="${VARIANT:-cpu}"
 tag="${TAG:-finetune-trainer:$variant}"
+operator_tag="${OPERATOR_TAG:-finetune-operator:dev}"
+images="${IMAGES:-operator trainer}"
 context="$root/.cache/images/trainer-context"
 
 "$root/hack/images/base.sh"
@@ -26,6 +30,17 @@ cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$context/ca.crt"
 if [ "$variant" = cpu ] && compgen -G "/opt/wheels/torch-*.whl" >/dev/null; then
   cp /opt/wheels/torch-*.whl "$context/wheels/"
 fi
+
+if [[ " $images " == *" operator "* ]]; then
+  echo "==> docker build $operator_tag"
+  DOCKER_BUILDKIT=0 /usr/bin/docker build -f "$root/operator/Dockerfile" -t "$operator_tag" "$context"
+  echo "==> smoke test: the operator image runs as its non-root user and knows its settings"
+  /usr/bin/docker run --rm --network none "$operator_tag" --help >/dev/null
+  /usr/bin/docker run --rm --network none -e FINETUNE_LOG_FORMAT=bad "$operator_tag" 2>&1 \
+    | grep -q "FINETUNE_LOG_FORMAT" || { echo "operator image: bad settings were not reported" >&2; exit 1; }
+  echo "==> built $operator_tag"
+fi
+[[ " $images " == *" trainer "* ]] || exit 0
 
 echo "==> docker build $tag (VARIANT=$variant)"
 DOCKER_BUILDKIT=0 /usr/bin/docker build --build-arg VARIANT="$variant" \
