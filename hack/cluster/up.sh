@@ -17,7 +17,9 @@
 #   1s (annotation kwok.finetune.io/run-duration: "30s" to change); pods annotated
 #   kwok.finetune.io/fail: "true" go Failed instead (kwok.finetune.io/exit-code, kwok.finetune.io/reason).
 #
-# Environment: FINETUNE_GPU_NODES (2), FINETUNE_CLUSTER_NAME (finetune),
+# Environment: FINETUNE_GPU_NODES (2), FINETUNE_CLUSTER_NAME (finetune), FINETUNE_AUDIT_POLICY (an audit policy
+#   file: the API server then logs requests to $KWOK_WORKDIR/clusters/<name>/logs/audit.log; applies when the
+#   cluster is created, as benchmarks/operator_scale.py does),
 #   FINETUNE_SHARED_CACHE (${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator: built binaries shared by all
 #   clones on the machine, so a fresh CI clone does not rebuild Kubernetes).
 # Needs: go (>= 1.24) and python3 on PATH, access to the Go module proxy on a cold module cache.
@@ -66,6 +68,7 @@ else
     --kube-scheduler-binary "$BIN/kube-scheduler" \
     --kwok-controller-binary "$BIN/kwok" \
     --disable-qps-limits \
+    ${FINETUNE_AUDIT_POLICY:+--kube-audit-policy "$FINETUNE_AUDIT_POLICY"} \
     --wait 2m
   chmod 600 "$KUBECONFIG_PATH"
 fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import uuid
@@ -28,6 +29,8 @@ from finetune_operator.builders.meta import MANAGED_BY
 logger = logging.getLogger(__name__)
 APPLY = "application/apply-patch+yaml"
 REQUEST_TIMEOUT_S = 30
+USER_AGENT = "finetune-operator"
+"""Of the operator's writes (Kopf's watches say `kopf/<version>`): audit logs tell them apart."""
 
 
 def load_config() -> None:
@@ -48,6 +51,7 @@ class Kube:
 
     def __init__(self, api: client.ApiClient | None = None) -> None:
         self.api = api or client.ApiClient()
+        self.api.user_agent = USER_AGENT
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
@@ -119,17 +123,23 @@ class Kube:
             logger.warning("could not record event %s on %s: %s", reason, meta["name"], exc.reason)
 
 
-def run_as_leader(name: str, namespace: str, lead: Callable[[threading.Event], None]) -> None:
-    """Block until this process holds the Lease `namespace/name`, then run `lead(lost)` in this thread.
+def run_as_leader(name: str, namespace: str, lead: Callable[[], None]) -> bool:
+    """Block until this process holds the Lease `namespace/name`, then run `lead()` in this thread.
 
-    Stand-by replicas wait here. `lost` is set when the leader cannot renew the Lease within the deadline; `lead`
-    must then stop (the process exits and Kubernetes restarts it as a stand-by).
+    Stand-by replicas wait here. When the leader cannot renew the Lease within the deadline, the process gets a
+    SIGTERM (Kopf stops as on any SIGTERM: a threading stop flag would leave one of its threads blocked) and this
+    returns True, so that the caller exits non-zero and Kubernetes restarts the replica as a stand-by.
     """
     identity = f"{socket.gethostname()}-{os.getpid()}"
     leading, lost = threading.Event(), threading.Event()
+
+    def stopped_leading() -> None:
+        lost.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
     cfg = electionconfig.Config(
         LeaseLock(name, namespace, identity), lease_duration=15, renew_deadline=10, retry_period=2,
-        onstarted_leading=leading.set, onstopped_leading=lost.set,
+        onstarted_leading=leading.set, onstopped_leading=stopped_leading,
     )  # fmt: skip
     threading.Thread(
         target=leaderelection.LeaderElection(cfg).run, name="leader-election", daemon=True
@@ -137,4 +147,5 @@ def run_as_leader(name: str, namespace: str, lead: Callable[[threading.Event], N
     logger.info("waiting for the Lease %s/%s as %s", namespace, name, identity)
     leading.wait()
     logger.info("leading as %s", identity)
-    lead(lost)
+    lead()
+    return lost.is_set()

@@ -9,7 +9,6 @@ exits non-zero, so Kubernetes restarts the replica as a stand-by.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import kopf
@@ -40,8 +39,8 @@ def configure_kopf(settings: Settings) -> Any:
     return startup
 
 
-def run(settings: Settings, metrics: OperatorMetrics, lost: threading.Event | None = None) -> None:
-    """Run Kopf until stopped, or until `lost` is set (the Lease was lost)."""
+def run(settings: Settings, metrics: OperatorMetrics) -> None:
+    """Run Kopf until SIGTERM or SIGINT."""
     registry = kopf.OperatorRegistry()
     handlers.register(registry, Reconciler(kube.Kube(), settings, metrics))
     kopf.on.startup(registry=registry)(configure_kopf(settings))
@@ -49,7 +48,7 @@ def run(settings: Settings, metrics: OperatorMetrics, lost: threading.Event | No
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
         registry=registry, standalone=True, clusterwide=not settings.namespaces,
-        namespaces=list(settings.namespaces), liveness_endpoint=liveness, stop_flag=lost,
+        namespaces=list(settings.namespaces), liveness_endpoint=liveness,
     )  # fmt: skip
 
 
@@ -64,13 +63,7 @@ def main(settings: Settings) -> int:
     if not settings.leader_election:
         run(settings, metrics)
         return 0
-    outcome = {"lost": False}
-
-    def lead(lost: threading.Event) -> None:
-        run(settings, metrics, lost)
-        outcome["lost"] = lost.is_set()
-
-    kube.run_as_leader(settings.lease_name, settings.lease_namespace, lead)
-    if outcome["lost"]:
+    lost = kube.run_as_leader(settings.lease_name, settings.lease_namespace, lambda: run(settings, metrics))
+    if lost:
         logger.error("lost the Lease %s/%s: exiting", settings.lease_namespace, settings.lease_name)
-    return 1 if outcome["lost"] else 0
+    return 1 if lost else 0

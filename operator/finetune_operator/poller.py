@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,7 +68,7 @@ async def _scrape(
     reconciler.metrics.progress_polls.labels("ok").inc()
     if current and progress.changed(reconciler.status_of(body).get("progress"), current):
         stamped = progress.stamped(current, datetime.now(UTC))
-        await asyncio.to_thread(reconciler.write_progress, body, stamped)
+        await _in_thread(reconciler.write_progress, body, stamped)
 
 
 def _time_dependent(
@@ -97,12 +100,9 @@ async def tick(session: aiohttp.ClientSession, reconciler: Reconciler, indexes: 
             phases[phase] += 1
             if phase == "Running" and (url := rank_zero_url(indexes.values(indexes.pods, key))):
                 scrapes.append(_scrape(session, reconciler, body, url))
-            elif (
-                phase == "Pending"
-                and observed.pod_facts(pods := indexes.values(indexes.pods, key)).unschedulable_since
-            ):
+            elif _time_dependent(reconciler, body, phase, pods := indexes.values(indexes.pods, key)):
                 jobs = indexes.values(indexes.jobs, key)
-                await asyncio.to_thread(reconciler.reconcile, body, jobs[0] if jobs else None, pods)
+                await _in_thread(_reconcile_logged, reconciler, body, jobs[0] if jobs else None, pods)
     for phase in PHASES:
         reconciler.metrics.jobs.labels(phase).set(phases.get(phase, 0))
     limit = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)
@@ -114,9 +114,32 @@ async def tick(session: aiohttp.ClientSession, reconciler: Reconciler, indexes: 
     await asyncio.gather(*(bounded(s) for s in scrapes))
 
 
+_EXECUTOR: ContextVar[ThreadPoolExecutor] = ContextVar("poller_executor")
+
+
+async def _in_thread(fn: Callable[..., None], *args: Any) -> None:
+    """Run a blocking call (the API writes) on the poller's own threads."""
+    await asyncio.get_running_loop().run_in_executor(_EXECUTOR.get(), fn, *args)
+
+
 async def run(reconciler: Reconciler, indexes: Indexes, interval: float) -> None:
-    """Tick forever (cancelled at operator shutdown); a failing tick is logged and the next one runs."""
+    """Tick forever (cancelled at operator shutdown); a failing tick is logged and the next one runs.
+
+    Blocking calls go to threads of its own, shut down without waiting when it is cancelled: the loop's default
+    executor would make the operator's exit wait on them.
+    """
     timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="poller")
+    _EXECUTOR.set(executor)
+    try:
+        await _loop(reconciler, indexes, interval, timeout)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _loop(
+    reconciler: Reconciler, indexes: Indexes, interval: float, timeout: aiohttp.ClientTimeout
+) -> None:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             started = asyncio.get_running_loop().time()

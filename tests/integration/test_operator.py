@@ -8,16 +8,20 @@ termination message, as the trainer would write it. Tests steer a running pod by
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from finetune_operator import names
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, TerminationMessage, TrainerConfig
+from finetune_operator.api.trainer import CONFIG_FILE_NAME, METRICS_PORT, TerminationMessage, TrainerConfig
 from finetune_operator.builders import workload
 from finetune_operator.builders.meta import Owner
+from finetune_trainer import metrics
 from kubernetes.client.rest import ApiException
 
 from tests.integration.helpers import (
@@ -30,9 +34,10 @@ from tests.integration.helpers import (
     Kube,
     wait_until,
 )
-from tests.integration.operator_process import OperatorProcess
+from tests.integration.operator_process import PROGRESS_INTERVAL_S, OperatorProcess
 from tests.integration.operator_world import (
     KWOK_MESSAGE,
+    KWOK_POD_IP,
     World,
     condition,
     finetunejob,
@@ -271,4 +276,31 @@ def test_names_with_dots_get_valid_children(world: World) -> None:
     assert world.must_job(name)["metadata"]["name"] == names.job(name)
     wait_until(
         "status workload", lambda: world.status(name).get("workload", {}).get("jobName") == names.job(name)
+    )
+
+
+def test_progress_comes_from_the_trainers_metrics_at_most_every_interval(world: World) -> None:
+    """The trainer's own metrics server (rank 0's Reporter) on 127.0.0.1, which KWOK makes the pod's IP."""
+    world.output_volume("watched")
+    annotations = {KWOK_RUN_DURATION: "1h", KWOK_POD_IP: "127.0.0.1"}
+    with metrics.Reporter(enabled=True, port=METRICS_PORT, total_steps=1000, logging_steps=1000) as reporter:
+        world.create(finetunejob("watched", annotations=annotations))
+        world.wait_phase("watched", "Running")
+        writes: list[dict[str, Any]] = []
+        step, deadline = 0, time.monotonic() + 120
+        while len(writes) < 3:
+            assert time.monotonic() < deadline, f"only {len(writes)} progress writes: {writes}"
+            step += 1
+            reporter.step(step, step / 100, 2.0 - step / 1000, 1e-4, 0.5, tokens=step * 512)
+            progress = world.status("watched").get("progress")
+            if progress and (not writes or progress["lastUpdated"] != writes[-1]["lastUpdated"]):
+                writes.append(progress)
+            time.sleep(0.2)  # the fake trainer's pace: a step every 0.2 s
+    assert [w["step"] for w in writes] == sorted({w["step"] for w in writes}), writes
+    assert all(w["totalSteps"] == 1000 and w["percent"] == w["step"] // 10 for w in writes)
+    assert all(w["learningRate"] == 1e-4 and w["loss"] < 2.0 for w in writes)
+    stamps = [datetime.fromisoformat(w["lastUpdated"].replace("Z", "+00:00")) for w in writes]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= PROGRESS_INTERVAL_S * 0.9, (
+        f"progress written more often than every {PROGRESS_INTERVAL_S}s: {gaps}"
     )
