@@ -81,6 +81,19 @@ def test_two_processes(tmp_path: Path, method: str, deepspeed: dict[str, Any]) -
     assert checkpoints == ["checkpoint-10", "checkpoint-5"]
 
 
+@pytest.mark.slow
+def test_zero3_qlora_on_a_cpu_with_avx512bf16(tmp_path: Path) -> None:
+    """bitsandbytes' AVX512-BF16 repacking met ZeRO-3's shards at the first checkpoint (issue 7); it must not run."""
+    cfg = make_config(tmp_path, _spec("qlora", {"zeroStage": 3}), INSTRUCTIONS)
+    run = launch(cfg, nproc=2, module="tests.trainer.avx512bf16")
+
+    assert run.rc == 0, run.summary
+    assert sorted(run.losses) == list(range(1, 11))
+    assert run.losses[10] < run.losses[1] - 0.2
+    checkpoints = sorted(p.name for p in Path(cfg.paths.checkpoint_dir).iterdir())
+    assert checkpoints == ["checkpoint-10", "checkpoint-5"]
+
+
 def test_generated_config_merges_overrides() -> None:
     from finetune_operator.api.training import DeepSpeedSpec, TrainingSpec
 
