@@ -19,7 +19,7 @@ from finetune_trainer import deepspeed_config
 
 from tests.trainer.trainerkit import INSTRUCTIONS, LLAMA, launch, make_config
 
-ZERO2_LORA_LOSSES = {1: 6.2213, 5: 5.9007, 10: 5.8367}
+ZERO2_LORA_LOSSES = {1: 6.2284, 5: 5.9575, 10: 5.8724}
 """Losses of 10 LoRA steps on 2 ranks × 2 rows; ZeRO-3 and ZeRO-2 must both reproduce them."""
 
 
