@@ -81,7 +81,7 @@ def _refuse(what: Path, recorded: RunIdentity | None, mine: RunIdentity, discard
     owner = recorded.describe() if recorded else "a run that recorded no identity (an older trainer)"
     return CheckpointMismatch(
         f"{what} belongs to {owner}, not to this run, {mine.describe()}: write this run to another folder "
-        f"(paths.outputDir, or `finetune run --output`), or delete {discard} to discard the other run"
+        f"(spec.output.uri, or `finetune run --output`), or delete {discard} to discard the other run"
     )
 
 
