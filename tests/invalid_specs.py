@@ -122,6 +122,11 @@ INVALID_SPECS: list[InvalidSpec] = [
         "labels-single", "spec.task.labels", {"task": {"type": "sequence-classification", "labels": ["a"]}}
     ),
     _case("source-prefix-on-causal-lm", "spec.task.sourcePrefix", {"task": {"sourcePrefix": "translate: "}}),
+    _case(
+        "prompt-format-on-seq2seq",
+        "spec.task.promptFormat",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "promptFormat": "plain"}},
+    ),
     _case("encoder-causal-lm", "spec.task.type", {"model": _BERT}),
     _case(
         "encdec-classification",

@@ -27,11 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
-    """Run the recipe in this process (fast: no interpreter start, torch already imported)."""
+    """Run the recipe in this process (fast: no interpreter start, torch already imported).
+
+    Keyword arguments replace fields of the TrainerConfig, e.g. `uid="…"`.
+    """
     from finetune_trainer import recipe
 
-    def run(spec: dict[str, Any], rows: list[dict[str, Any]] | None, sub: str = "run") -> Run:
-        cfg = make_config(tmp_path / sub, spec, rows)
+    def run(spec: dict[str, Any], rows: list[dict[str, Any]] | None, sub: str = "run", **config: Any) -> Run:
+        cfg = make_config(tmp_path / sub, spec, rows).model_copy(update=config)
         capsys.readouterr()
         rc = recipe.main(cfg)
         out = capsys.readouterr().out

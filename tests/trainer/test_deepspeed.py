@@ -19,7 +19,7 @@ from finetune_trainer import deepspeed_config
 
 from tests.trainer.trainerkit import INSTRUCTIONS, LLAMA, launch, make_config
 
-ZERO2_LORA_LOSSES = {1: 6.2213, 5: 5.9007, 10: 5.8367}
+ZERO2_LORA_LOSSES = {1: 6.2284, 5: 5.9575, 10: 5.8724}
 """Losses of 10 LoRA steps on 2 ranks × 2 rows; ZeRO-3 and ZeRO-2 must both reproduce them."""
 
 
@@ -78,6 +78,19 @@ def test_two_processes(tmp_path: Path, method: str, deepspeed: dict[str, Any]) -
         tuned = transformers.AutoModelForCausalLM.from_pretrained(run.output)
     assert not torch.allclose(_logits(tuned), before, atol=1e-3)
     checkpoints = sorted(p.name for p in Path(run.config.paths.checkpoint_dir).iterdir())
+    assert checkpoints == ["checkpoint-10", "checkpoint-5"]
+
+
+@pytest.mark.slow
+def test_zero3_qlora_on_a_cpu_with_avx512bf16(tmp_path: Path) -> None:
+    """bitsandbytes' AVX512-BF16 repacking met ZeRO-3's shards at the first checkpoint (issue 7); it must not run."""
+    cfg = make_config(tmp_path, _spec("qlora", {"zeroStage": 3}), INSTRUCTIONS)
+    run = launch(cfg, nproc=2, module="tests.trainer.avx512bf16")
+
+    assert run.rc == 0, run.summary
+    assert sorted(run.losses) == list(range(1, 11))
+    assert run.losses[10] < run.losses[1] - 0.2
+    checkpoints = sorted(p.name for p in Path(cfg.paths.checkpoint_dir).iterdir())
     assert checkpoints == ["checkpoint-10", "checkpoint-5"]
 
 

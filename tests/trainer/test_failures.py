@@ -13,6 +13,7 @@ from finetune_trainer import __main__ as cli
 from tests.trainer.trainerkit import INSTRUCTIONS, Run, make_config, write_config
 
 LLAMA_JOB = {"model": {"preset": "tiny-llama"}}
+CHAT = {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi!"}]}
 
 
 @pytest.mark.parametrize(
@@ -23,10 +24,15 @@ LLAMA_JOB = {"model": {"preset": "tiny-llama"}}
         ([INSTRUCTIONS[0], ["not", "an", "object"]], "row 2: expected an object with named fields, got list"),
         ([{"messages": [{"role": "user", "content": "hi"}]}] * 4,
          "row 1: the last message of a chat must have role 'assistant'"),
+        ([CHAT, {"messages": ["hi", "hello"]}],
+         "row 2: message 1 of 'messages' is a str; write each message as an object {\"role\": \"user\", "),
+        ([CHAT, CHAT, {"messages": [{"user": "hi"}, CHAT["messages"][1]]}],
+         "row 3: message 1 of 'messages' needs a 'role' and a 'content' string, got keys ['user']"),
         ([], "the dataset is empty"),
         (INSTRUCTIONS[:2], "2 training examples are fewer than one global batch (4)"),
     ],
-    ids=["missing-column", "wrong-type", "not-an-object", "chat-without-answer", "empty", "too-small"],
+    ids=["missing-column", "wrong-type", "not-an-object", "chat-without-answer", "chat-of-strings",
+         "message-without-role", "empty", "too-small"],
 )  # fmt: skip
 def test_bad_rows_name_the_row(train: Callable[..., Run], rows: list[Any], message: str) -> None:
     run = train(LLAMA_JOB, rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from finetune_operator import api
-from finetune_operator.api.trainer import TrainerConfig, TrainerPaths, trainer_config
+from finetune_operator.api.trainer import ExitCode, TrainerConfig, TrainerPaths, trainer_config
 from finetune_trainer import launch, local
 from rich.console import Console
 
@@ -34,6 +34,34 @@ def test_run_local_trains_the_tiny_example(tmp_path: Path, monkeypatch: pytest.M
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["job"]["name"] == "tiny-lora"
     assert "6/6" in screen.getvalue()
+
+
+def test_run_local_refuses_another_job_s_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two jobs, one output folder (issue 7): the second is refused; the first still resumes its own run."""
+    monkeypatch.setattr(local, "DEFAULT_CACHE", PRESETS)
+    example = ROOT / "examples" / "tiny-lora.yaml"
+    other = tmp_path / "other.yaml"
+    other.write_text(example.read_text().replace("name: tiny-lora\n", "name: other-lora\n", 1))
+    console = Console(file=io.StringIO())
+
+    def run(manifest: Path) -> local.LocalRun:
+        return local.run_local(manifest, tmp_path / "out", max_steps=2, console=console)
+
+    first = run(example)
+    refused = run(other)
+    again = run(example)
+
+    assert first.returncode == 0, first.summary
+    assert refused.returncode == ExitCode.INVALID_CONFIG
+    assert refused.summary["reason"] == "CheckpointMismatch"
+    assert "belongs to job default/tiny-lora " in refused.summary["message"]
+    assert "not to this run, job default/other-lora " in refused.summary["message"]
+    assert again.returncode == 0, again.summary
+    log = (tmp_path / "out" / local.LOCAL_DIR / "trainer.log").read_text()
+    assert '"resumed_from": 2' in log
+    weights = "adapter_model.safetensors"
+    assert again.summary["digests"][weights] == first.summary["digests"][weights]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["job"]["name"] == "tiny-lora"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -17,6 +17,7 @@ import pytest
 import torch
 import transformers
 
+from tests.trainer import avx512bf16
 from tests.trainer.trainerkit import INSTRUCTIONS, LLAMA, Run, make_config
 
 FIRST_LOSS = 6.228  # ≈ ln(512): an untrained model is uniform over the 512-token vocabulary
@@ -89,6 +90,21 @@ def test_qlora_trains_adapters_on_a_4bit_base(tmp_path: Path, train: Callable[..
     assert len(quantized) == 2 * 7  # every linear layer of both blocks; LoRA wraps q/k/v/o
     assert quantized[0].weight.quant_type == "nf4"
     assert all("lora_" in name for name, p in net.named_parameters() if p.requires_grad)
+
+
+def test_qlora_takes_the_same_path_on_a_cpu_with_avx512bf16(
+    train: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bitsandbytes repacks 4-bit weights for AVX512-BF16 CPUs unless told not to (issue 7); evaluation included."""
+    spec = {"model": {"preset": "tiny-llama"}, "method": {"type": "qlora", "quantization": {"bits": 4}},
+            "dataset": {"validationSplit": 0.25}, "training": {"maxSteps": 6, "evalSteps": 3}}  # fmt: skip
+    portable = train(spec, INSTRUCTIONS * 2, sub="portable")
+    avx512bf16.claim_avx512bf16(monkeypatch.setattr)
+    claimed = train(spec, INSTRUCTIONS * 2, sub="avx512bf16")
+
+    assert claimed.rc == 0, claimed.summary
+    assert claimed.losses == portable.losses
+    assert claimed.summary["metrics"]["eval_loss"] == portable.summary["metrics"]["eval_loss"]
 
 
 def test_full_fine_tuning_saves_a_whole_model(train: Callable[..., Run]) -> None:

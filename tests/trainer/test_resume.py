@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from finetune_trainer import checkpoint, recipe
+from finetune_operator.api.trainer import ExitCode
+from finetune_trainer import checkpoint, ownership, recipe
 
 from tests.trainer.trainerkit import (
     INSTRUCTIONS,
@@ -109,3 +112,62 @@ def test_a_restart_after_the_last_step_only_saves_again(train: Callable[..., Run
         again.summary["digests"]["adapter_model.safetensors"]
         == first.summary["digests"]["adapter_model.safetensors"]
     )
+
+
+ANOTHER_RUN = {
+    "another-job": ({"name": "other"}, {}),
+    "recreated-job": ({"uid": "uid-2"}, {}),
+    "changed-spec": ({}, {"learningRate": 0.01}),
+    "other-max-steps": ({"max_steps_override": 8}, {}),
+}
+"""What differs in the second run: TrainerConfig fields, spec.training fields."""
+
+
+@pytest.mark.parametrize(("config", "training"), ANOTHER_RUN.values(), ids=ANOTHER_RUN.keys())
+def test_another_run_s_checkpoints_are_refused(
+    train: Callable[..., Run], config: dict[str, Any], training: dict[str, Any]
+) -> None:
+    spec = {**SPEC, "training": {"maxSteps": 6, "checkpointSteps": 3}}
+    first = train(spec, INSTRUCTIONS, sub="same", uid="uid-1")
+    manifest = (first.output / "manifest.json").read_text()
+    other = {**spec, "training": {**spec["training"], **training}}
+    second = train(other, INSTRUCTIONS, sub="same", **{"uid": "uid-1", **config})
+
+    assert second.rc == ExitCode.INVALID_CONFIG
+    assert second.summary["reason"] == "CheckpointMismatch"
+    root = Path(first.config.paths.checkpoint_dir)
+    assert second.summary["message"].startswith(
+        f"{root / 'checkpoint-3'} belongs to job default/test (uid uid-1, "
+    )
+    assert (
+        f"not to this run, job default/{second.config.name} (uid {second.config.uid}, "
+        in second.summary["message"]
+    )
+    assert [e["event"] for e in second.events] == ["failed"]  # refused before anything was loaded
+    assert [p.name for p in checkpoint.complete_checkpoints(root)] == ["checkpoint-3", "checkpoint-6"]
+    assert (first.output / "manifest.json").read_text() == manifest
+
+
+def test_another_job_s_result_is_refused(train: Callable[..., Run]) -> None:
+    spec = {**SPEC, "training": {"maxSteps": 3, "checkpointSteps": 3}}
+    first = train(spec, INSTRUCTIONS, sub="same")
+    shutil.rmtree(first.config.paths.checkpoint_dir)
+    manifest = (first.output / "manifest.json").read_text()
+    second = train(spec, INSTRUCTIONS, sub="same", name="other")
+
+    assert second.rc == ExitCode.INVALID_CONFIG
+    assert second.summary["message"].startswith(
+        f"{first.output / 'manifest.json'} belongs to job default/test "
+    )
+    assert (first.output / "manifest.json").read_text() == manifest
+
+
+def test_checkpoints_that_record_no_run_are_refused(train: Callable[..., Run]) -> None:
+    spec = {**SPEC, "training": {"maxSteps": 3, "checkpointSteps": 3}}
+    first = train(spec, INSTRUCTIONS, sub="same")
+    for folder in checkpoint.complete_checkpoints(Path(first.config.paths.checkpoint_dir)):
+        (folder / ownership.FILE).unlink()  # as an older trainer wrote them
+    again = train(spec, INSTRUCTIONS, sub="same")
+
+    assert again.rc == ExitCode.INVALID_CONFIG
+    assert "belongs to a run that recorded no identity (an older trainer)" in again.summary["message"]

@@ -120,16 +120,16 @@ def write_config(cfg: TrainerConfig) -> Path:
     return path
 
 
-def trainer_command(config_file: Path, nproc: int) -> list[str]:
-    """`torchrun --standalone --nproc-per-node N -m finetune_trainer --config FILE`."""
+def trainer_command(config_file: Path, nproc: int, module: str = "finetune_trainer") -> list[str]:
+    """`torchrun --standalone --nproc-per-node N -m finetune_trainer --config FILE` (or another entry `module`)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "finetune_trainer", "--config", str(config_file)]  # fmt: skip
+            "-m", module, "--config", str(config_file)]  # fmt: skip
 
 
-def launch(cfg: TrainerConfig, nproc: int = 1, timeout: float = 600) -> Run:
-    """Run the trainer in fresh processes under torchrun and wait for it."""
+def launch(cfg: TrainerConfig, nproc: int = 1, timeout: float = 600, module: str = "finetune_trainer") -> Run:
+    """Run the trainer (or the entry `module`, run from the repository root) under torchrun and wait for it."""
     done = subprocess.run(
-        trainer_command(write_config(cfg), nproc), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        trainer_command(write_config(cfg), nproc, module), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         env={**os.environ, **SUBPROCESS_ENV},
     )  # fmt: skip
     if done.returncode != 0:

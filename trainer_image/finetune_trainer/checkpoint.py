@@ -2,7 +2,8 @@
 
 Called by the recipe's loop (`save`) and its `setup` (`restore`). A checkpoint is a folder
 `checkpoint-<step>` holding the engine's state (trainable weights, optimizer, scheduler; DeepSpeed shards under
-ZeRO), every rank's random-number-generator state, and `state.json` with the step and data position. It is written
+ZeRO), every rank's random-number-generator state, `state.json` with the step and data position, and the run's
+identity (`ownership.py`: only the run it belongs to may resume it). It is written
 as `checkpoint-<step>.partial` and renamed only after every rank has finished, so a run killed mid-save leaves a
 `.partial` folder that `restore` ignores: "complete" means "renamed". With the data order a pure function of the
 step (see `recipe._batches`), restoring the step, weights, optimizer and RNG continues the loss curve exactly.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from finetune_trainer import ownership
 from finetune_trainer.distributed import World, barrier, is_rank_zero
 from finetune_trainer.engine import Engine
 
@@ -67,8 +69,10 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save(engine: Engine, position: Position, root: Path, world: World) -> Path:
-    """Write a checkpoint for `position` (all ranks call this) and return its folder."""
+def save(
+    engine: Engine, position: Position, root: Path, world: World, identity: ownership.RunIdentity
+) -> Path:
+    """Write a checkpoint for `position`, owned by `identity` (all ranks call this), and return its folder."""
     final = root / f"checkpoint-{position.step}"
     partial = final.with_name(final.name + ".partial")
     if is_rank_zero():
@@ -80,6 +84,7 @@ def save(engine: Engine, position: Position, root: Path, world: World) -> Path:
     barrier()
     if is_rank_zero():
         (partial / "state.json").write_text(json.dumps(asdict(position)))
+        ownership.write(identity, partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         for old in complete_checkpoints(root)[:-KEEP]:

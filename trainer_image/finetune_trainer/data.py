@@ -135,6 +135,27 @@ def _check_row(number: int, row: Any, task: TaskSpec, columns: ColumnMapping) ->
                 f"row {number}: field {name!r} should be a {kind.__name__}, got {type(row[name]).__name__}"
             )
     _check_labels(number, row, task, columns)
+    if task.type == "causal-lm" and columns.messages in row:
+        _check_chat(number, row[columns.messages], columns.messages)
+
+
+def _check_chat(number: int, messages: list[Any], field: str) -> None:
+    example = '{"role": "user", "content": "..."}'
+    for index, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            raise DataError(
+                f"row {number}: message {index} of {field!r} is a {type(message).__name__}; write each message "
+                f"as an object {example}"
+            )
+        if not (isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
+            raise DataError(
+                f"row {number}: message {index} of {field!r} needs a 'role' and a 'content' string, got keys "
+                f"{sorted(message)}; write each message as {example}"
+            )
+    if not messages or messages[-1]["role"] != "assistant":
+        raise DataError(
+            f"row {number}: the last message of a chat must have role 'assistant' (it is what is trained on)"
+        )
 
 
 def _check_labels(number: int, row: Record, task: TaskSpec, columns: ColumnMapping) -> None:

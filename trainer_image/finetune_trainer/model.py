@@ -5,7 +5,7 @@ the task (`tasks.MODEL_CLASSES`); LoRA-family methods wrap the model with peft (
 the frozen base in 4 or 8 bits through bitsandbytes and runs `prepare_model_for_kbit_training` first. Under
 DeepSpeed ZeRO-3 the caller must have created `HfDeepSpeedConfig` before this runs, so `from_pretrained` shards the
 weights as it loads them; QLoRA then stores the 4-bit weights in the compute dtype (`bnb_4bit_quant_storage`) and
-uses no `device_map`, as ZeRO-3 requires.
+uses no `device_map`, as ZeRO-3 requires. 4-bit weights keep bitsandbytes' portable layout on every CPU.
 """
 
 from __future__ import annotations
@@ -105,7 +105,25 @@ def load_base(path: Path, spec: FineTuneJobSpec, placement: Placement, tokenizer
     model = auto_class.from_pretrained(path, **kwargs)
     if quantization is None and not placement.zero3:
         model.to(placement.device)
+    if quantization is not None:
+        _keep_portable_4bit_layout(model)
     return model
+
+
+def _keep_portable_4bit_layout(model: Any) -> None:
+    """Keep every 4-bit weight in bitsandbytes' portable layout, whatever the CPU.
+
+    On a CPU with AVX512-BF16, `Linear4bit` (which asks `has_avx512bf16()` when it is built) repacks its weight into
+    a CPU-specific layout at its first forward in eval mode without gradients (evaluation, or a layer whose input
+    needs none), and unpacks it again to save. Under ZeRO-3 DeepSpeed swaps the repacked tensor for its shards, so
+    the unpacking fails at the first checkpoint; without ZeRO-3 the numbers would still depend on the host. Turning
+    the switch off makes the path the same on every CPU (GPUs never take it).
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(spec: FineTuneJobSpec) -> peft.LoraConfig:

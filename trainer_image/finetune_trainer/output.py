@@ -3,8 +3,9 @@
 Called by the recipe's `save` on every rank (ZeRO-3 must gather weights collectively); only rank 0 writes. Adapters
 are saved by peft as `adapter_model.safetensors` + `adapter_config.json`; full fine-tuning saves the whole model.
 The merged model is rebuilt from the unquantized base and the saved adapter, so QLoRA merges into full-precision
-weights rather than into 4-bit ones. `manifest.json` records what was trained, how, the final metrics and the
-sha256 of every file, and is the last file written: its presence means the output is complete.
+weights rather than into 4-bit ones. `manifest.json` records which run trained what (`ownership.RunIdentity`),
+how, the final metrics and the sha256 of every file, and is the last file written: its presence means the output
+is complete.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import transformers
 from finetune_operator.api.trainer import TrainerConfig
 
 from finetune_trainer import model as model_lib
-from finetune_trainer import tasks
+from finetune_trainer import ownership, tasks
 from finetune_trainer.distributed import is_rank_zero
 
 MANIFEST = "manifest.json"
@@ -77,7 +79,7 @@ def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) 
     files = digests(output_dir, skip=Path(cfg.paths.checkpoint_dir))
     adapter = spec.method.type != "full"
     manifest = {
-        "job": {"name": cfg.name, "namespace": cfg.namespace},
+        ownership.MANIFEST_KEY: asdict(ownership.RunIdentity.of(cfg)),
         "base_model": {"preset": spec.model.preset, "uri": spec.model.uri, "resolved_path": str(base_dir)},
         "method": spec.method.to_wire(),
         "task": spec.task.to_wire(),

@@ -11,7 +11,8 @@ spec fields that control them:
 - Loop: `training.*`: accumulation, clipping, schedule, precision with autocast, gradient checkpointing, packing.
 - Distribution: DDP over `torchrun` processes, or DeepSpeed ZeRO 0-3 with CPU offload (`distributed.deepspeed`).
 - Checkpoints: every `training.checkpoint_steps`; a restarted run resumes from the newest complete one and ends at
-  exactly the configured step (`checkpoint.py`, `run_policy.resume_from_checkpoint`).
+  exactly the configured step (`checkpoint.py`, `run_policy.resume_from_checkpoint`); another run's checkpoints
+  or result in the same folders are refused (`ownership.py`).
 - Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
 - Output: adapter or model, optional merged model, `manifest.json` with digests (`output.py`).
 """
@@ -29,9 +30,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from finetune_operator.api.trainer import TrainerConfig
+from finetune_operator.api.trainer import ExitCode, TrainerConfig
 
-from finetune_trainer import checkpoint, data, distributed, engine, metrics, model, output, storage, tasks
+from finetune_trainer import (
+    checkpoint,
+    data,
+    distributed,
+    engine,
+    metrics,
+    model,
+    output,
+    ownership,
+    storage,
+    tasks,
+)
 from finetune_trainer.checkpoint import Position
 
 
@@ -40,6 +52,10 @@ class FineTuneRecipe:
 
     def __init__(self, cfg: TrainerConfig) -> None:
         self.cfg, self.spec = cfg, cfg.spec
+        # First: another run's checkpoints or result in our folders must stop us before anything is loaded.
+        self.identity = ownership.RunIdentity.of(cfg)
+        checkpoints = checkpoint.complete_checkpoints(Path(cfg.paths.checkpoint_dir))
+        ownership.check(self.identity, checkpoints, Path(cfg.paths.output_dir) / output.MANIFEST)
         # Before the process group exists: transformers' save_pretrained writes nothing on ranks other than 0 once
         # it does, and every node (each with its own cache) must be able to build or fetch the base model.
         self.base_dir = storage.resolve_model(self.spec.model, cfg.paths)
@@ -136,7 +152,9 @@ class FineTuneRecipe:
                                    pos.tokens)  # fmt: skip
                 self._maybe_evaluate(pos.step)
                 if pos.step % training.checkpoint_steps == 0 or pos.step == self.total_steps:
-                    checkpoint.save(self.engine, pos, Path(self.cfg.paths.checkpoint_dir), self.world)
+                    checkpoint.save(
+                        self.engine, pos, Path(self.cfg.paths.checkpoint_dir), self.world, self.identity
+                    )
                     self.reporter.event("checkpoint", step=pos.step)
                 if pos.step == self.total_steps:
                     break
@@ -232,7 +250,9 @@ def main(cfg: TrainerConfig) -> int:
     except Exception as exc:
         metrics.log_event("failed", **failure_summary(exc))
         metrics.write_termination_message(message_path, failure_summary(exc))
-        return 1
+        # Another run's checkpoint stays another run's: retrying cannot help.
+        mismatch = isinstance(exc, ownership.CheckpointMismatch)
+        return ExitCode.INVALID_CONFIG if mismatch else ExitCode.FAILED
     if summary is not None:
         summary["metrics"]["train_seconds"] = round(time.monotonic() - started, 2)
         metrics.write_termination_message(message_path, summary)

@@ -40,6 +40,15 @@ class TaskSpec(ApiModel):
         max_length=512,
         description="seq2seq only: text put before every source, e.g. 'translate English to German: '.",
     )
+    prompt_format: Literal["auto", "chat", "plain"] = Field(
+        default="auto",
+        description=(
+            "causal-lm prompt/completion rows: chat renders each as a user turn and an assistant turn with the "
+            "model's chat template, the format chat and instruct models are served in; plain trains on the prompt "
+            "followed by the completion as raw text (base models, completion endpoints); auto is chat when the "
+            "model's tokenizer has a chat template, else plain. Chat rows (messages) always use the template."
+        ),
+    )
 
     rules = (
         Rule(
@@ -53,6 +62,12 @@ class TaskSpec(ApiModel):
             message="task.labels only applies to classification tasks; remove it",
             check=lambda t: t.type in LABELLED_TASKS or t.labels is None,
             cel="self.type in ['sequence-classification', 'token-classification'] || !has(self.labels)",
+        ),
+        Rule(
+            field="promptFormat",
+            message="task.promptFormat only applies to causal-lm; remove it",
+            check=lambda t: t.type == "causal-lm" or t.prompt_format == "auto",
+            cel="self.type == 'causal-lm' || self.promptFormat == 'auto'",
         ),
         Rule(
             field="sourcePrefix",
