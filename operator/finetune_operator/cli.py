@@ -12,6 +12,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from finetune_operator import api, apidocs, crd
 
@@ -109,7 +110,7 @@ def operator_command() -> None:
     try:
         settings = config.from_env()
     except ValueError as exc:
-        err.print(f"[red]✗[/red] {exc}", highlight=False, markup=False)
+        err.print(f"[red]✗[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     raise typer.Exit(code=main.main(settings))
 

@@ -29,6 +29,8 @@ from finetune_operator.builders.meta import MANAGED_BY
 logger = logging.getLogger(__name__)
 APPLY = "application/apply-patch+yaml"
 REQUEST_TIMEOUT_S = 30
+POOL_SIZE = 32
+"""HTTP connections to the API server: at least the handler threads plus the poller's."""
 USER_AGENT = "finetune-operator"
 """Of the operator's writes (Kopf's watches say `kopf/<version>`): audit logs tell them apart."""
 
@@ -50,7 +52,11 @@ class Kube:
     """Typed calls for the few writes the operator makes."""
 
     def __init__(self, api: client.ApiClient | None = None) -> None:
-        self.api = api or client.ApiClient()
+        if api is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = POOL_SIZE
+            api = client.ApiClient(configuration)
+        self.api = api
         self.api.user_agent = USER_AGENT
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)

@@ -304,3 +304,15 @@ def test_progress_comes_from_the_trainers_metrics_at_most_every_interval(world: 
     assert min(gaps) >= PROGRESS_INTERVAL_S * 0.9, (
         f"progress written more often than every {PROGRESS_INTERVAL_S}s: {gaps}"
     )
+
+
+def test_spec_only_python_can_refuse_fails_at_once_and_creates_nothing(world: World) -> None:
+    """A rule the CRD cannot express (GPU memory per preset and method): Failed/InvalidSpec, no children."""
+    body = finetunejob("toosmall", model={"preset": "llama-3.1-8b-instruct"}, method={"type": "full"},
+                       resources={"gpu": {"count": 1, "minMemoryGiB": 24}})  # fmt: skip
+    world.create(body)
+    status = world.wait_phase("toosmall", "Failed")
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "InvalidSpec" and "resources.gpu.minMemoryGiB" in failed["message"]
+    assert condition(status, "Admitted")["status"] == "False"
+    assert world.job("toosmall") is None and world.config_map(names.config_map("toosmall")) is None
