@@ -18,11 +18,11 @@ LLAMA_JOB = {"model": {"preset": "tiny-llama"}}
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([*INSTRUCTIONS[:2], {"prompt": "no answer"}], "row 3: field 'completion' missing"),
-        ([INSTRUCTIONS[0], {"prompt": 7, "completion": "x"}], "row 2: field 'prompt' should be a str, got int"),
-        ([INSTRUCTIONS[0], ["not", "an", "object"]], "row 2: expected an object with named fields, got list"),
-        ([{"messages": [{"role": "user", "content": "hi"}]}] * 4,
-         "row 1: the last message of a chat must have role 'assistant'"),
+        ([*INSTRUCTIONS[:2], {"prompt": "no answer"}], "line 3: field 'completion' missing"),
+        ([INSTRUCTIONS[0], {"prompt": 7, "completion": "x"}], "line 2: field 'prompt' should be a str, got int"),
+        ([INSTRUCTIONS[0], ["not", "an", "object"]], "line 2: expected an object with named fields, got list"),
+        ([*INSTRUCTIONS[:3], {"messages": [{"role": "user", "content": "hi"}]}],
+         "line 4: the last message of a chat must have role 'assistant'"),
         ([], "the dataset is empty"),
         (INSTRUCTIONS[:2], "2 training examples are fewer than one global batch (4)"),
     ],
@@ -47,7 +47,7 @@ def test_invalid_json_line(train: Callable[..., Run], tmp_path: Path) -> None:
     assert recipe.main(cfg) == 1
     summary = json.loads(Path(cfg.paths.termination_message_path).read_text())
     assert summary["reason"] == "DataError"
-    assert summary["message"].startswith("row 9: not valid JSON")
+    assert summary["message"].startswith("line 9: not valid JSON")
 
 
 def test_unknown_label(train: Callable[..., Run]) -> None:
@@ -56,7 +56,7 @@ def test_unknown_label(train: Callable[..., Run]) -> None:
                  "task": {"type": "sequence-classification", "labels": ["negative", "positive"]}}, rows)  # fmt: skip
 
     assert run.rc == 1
-    assert run.summary["message"] == "row 4: label 'neutral' is not in task.labels ['negative', 'positive']"
+    assert run.summary["message"] == "line 4: label 'neutral' is not in task.labels ['negative', 'positive']"
 
 
 @pytest.mark.parametrize(
