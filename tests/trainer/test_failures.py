@@ -63,7 +63,7 @@ def test_unknown_label(train: Callable[..., Run]) -> None:
     ("dataset", "reason", "message"),
     [
         ("https://datasets.example.invalid/train.jsonl", "StorageError", "does not resolve"),
-        ("pvc://data/missing.jsonl", "StorageError", "missing.jsonl does not exist in the mounted volume"),
+        ("pvc://data/missing.jsonl", "StorageError", "data/data/missing.jsonl nor "),
         (
             "hf://no-such-org/no-such-dataset",
             "StorageError",
@@ -78,6 +78,41 @@ def test_unreachable_dataset(train: Callable[..., Run], dataset: str, reason: st
     assert run.rc == 1
     assert run.summary["reason"] == reason
     assert message in run.summary["message"]
+
+
+def test_a_missing_mounted_file_names_every_path_tried(train: Callable[..., Run]) -> None:
+    run = train({**LLAMA_JOB, "dataset": {"uri": "pvc://claim/sub/missing.jsonl"}}, None)
+
+    data_dir = run.config.paths.data_dir
+    assert run.summary["message"] == (
+        f"pvc://claim/sub/missing.jsonl: neither {data_dir}/claim/sub/missing.jsonl nor "
+        f"{data_dir}/sub/missing.jsonl exists in the mounted volume"
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "missing"),
+    [
+        ([], "empty: missing config.json; a tokenizer (tokenizer.json, tokenizer.model, vocab.json + merges.txt "
+             "or vocab.txt); weights (*.safetensors or pytorch_model*.bin)."),
+        (["config.json", "model.safetensors"], "incomplete: missing a tokenizer (tokenizer.json,"),
+        (["tokenizer.json", "model-00001-of-00002.safetensors"], "incomplete: missing config.json."),
+    ],
+    ids=["empty", "no-tokenizer", "no-config"],
+)  # fmt: skip
+def test_an_incomplete_model_folder_names_the_folder_and_the_missing_files(
+    train: Callable[..., Run], tmp_path: Path, files: list[str], missing: str
+) -> None:
+    model = tmp_path / "run" / "data" / "models" / "smol"
+    model.mkdir(parents=True)
+    for name in files:
+        (model / name).write_text("{}")
+
+    run = train({"model": {"uri": "pvc://models/smol"}}, INSTRUCTIONS)
+
+    assert run.rc == 1
+    assert run.summary["reason"] == "StorageError"
+    assert run.summary["message"].startswith(f"model folder {model} is {missing}")
 
 
 def test_unreachable_model(train: Callable[..., Run]) -> None:
