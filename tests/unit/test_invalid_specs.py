@@ -42,6 +42,26 @@ def test_cli_reports_field_and_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("case_id", "expected"),
+    [
+        (
+            "name-too-long",
+            "metadata.name must be at most 50 characters: child objects are named after the job",
+        ),
+        ("generate-name-too-long", "at most 45 characters: the API server appends 5 random ones"),
+    ],
+)
+def test_name_limits_say_why(tmp_path: Path, case_id: str, expected: str) -> None:
+    case = next(c for c in INVALID_SPECS if c.id == case_id)
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(case.manifest))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "`-worker-0`" in result.output
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("apiVersion: v1\nkind: ConfigMap\n", "no FineTuneJob found"),
