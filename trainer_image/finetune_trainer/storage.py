@@ -23,8 +23,6 @@ from finetune_operator.api.presets import PRESETS
 from finetune_operator.api.trainer import TrainerPaths
 from finetune_operator.api.uris import scheme_of
 
-from finetune_trainer import tiny
-
 DOWNLOAD_TIMEOUT_S = 60.0
 """Per-connection timeout for http(s) datasets: a stalled server fails the run instead of hanging it."""
 
@@ -68,7 +66,8 @@ TOKENIZER_FILES = (
 def check_model_dir(path: Path) -> Path:
     """`path` when it holds a Hugging Face checkpoint; else StorageError naming the folder and what it lacks."""
     if not path.is_dir():
-        raise StorageError(f"model {path} is a file; give the folder that save_pretrained wrote")
+        what = "is a file" if path.exists() else "does not exist"
+        raise StorageError(f"model folder {path} {what}; give the folder that save_pretrained wrote")
     names = {child.name for child in path.iterdir()}
     missing = []
     if "config.json" not in names:
@@ -104,6 +103,8 @@ def resolve_model(model: ModelSpec, paths: TrainerPaths) -> Path:
         if preset is None:
             raise StorageError(f"unknown model preset {model.preset!r}; known: {', '.join(PRESETS)}")
         if preset.tiny:
+            from finetune_trainer import tiny  # torch and transformers: not needed by `finetune run`'s checks
+
             return tiny.build_tiny_preset(preset.source, Path(paths.cache_dir))
         return _fetch_hf_model(preset.source, paths)
     uri = model.uri or ""
