@@ -85,6 +85,21 @@ def test_every_example_makes_a_local_trainer_config(example: Path, tmp_path: Pat
         assert (storage.resolve_model(cfg.spec.model, paths) / "config.json").is_file()
 
 
+def test_a_configmap_dataset_and_a_pvc_model_are_both_found(tmp_path: Path) -> None:
+    documents = yaml.safe_load_all((ROOT / "examples" / "tiny-lora.yaml").read_text())
+    job, configmap = (d for d in documents if d)
+    job["spec"]["model"] = {"uri": "pvc://models/smol"}
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump_all([job, configmap]))
+    _stand_in("pvc://models/smol", tmp_path)
+
+    cfg = local.build_local_config(manifest, tmp_path / "out", None)
+
+    paths = TrainerPaths(data_dir=cfg.paths.data_dir)
+    assert storage.resolve_dataset(cfg.spec.dataset, paths).read_text() == configmap["data"]["train.jsonl"]
+    assert storage.resolve_model(cfg.spec.model, paths).resolve() == tmp_path / "models" / "smol"
+
+
 def _config(distributed: dict[str, object]) -> TrainerConfig:
     job = api.parse({
         "apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "demo"},
