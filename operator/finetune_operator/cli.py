@@ -125,7 +125,7 @@ def run(
     if problems:
         raise typer.Exit(code=1)
     # Imported here: `finetune validate` and `crd` do not need the trainer package.
-    from finetune_trainer.local import LocalRunError, describe, run_local
+    from finetune_trainer.local import LOCAL_DIR, LOG_FILE, LocalRunError, describe, run_local
 
     try:
         result = run_local(file, output, max_steps=max_steps, nproc=nproc, data_dir=data_dir, dataset=dataset,
@@ -143,7 +143,7 @@ def run(
         reason = (
             f"{summary.reason}: {summary.message}" if summary and summary.message else "see the log above"
         )
-        fail(f"failed ({reason}); log: {result.output_dir / '.local' / 'trainer.log'}")
+        fail(f"failed ({reason}); log: {result.output_dir / LOCAL_DIR / LOG_FILE}")
     raise typer.Exit(code=result.returncode)
 
 
