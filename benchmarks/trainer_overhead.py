@@ -35,7 +35,7 @@ import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from finetune_operator.api.trainer import TrainerConfig  # noqa: E402
-from finetune_trainer import metrics, recipe, tasks, tiny  # noqa: E402
+from finetune_trainer import data, metrics, recipe, tasks, tiny  # noqa: E402
 from finetune_trainer import model as model_lib  # noqa: E402
 
 THRESHOLD = 0.95
@@ -87,7 +87,8 @@ def run_bare(cfg: TrainerConfig) -> Stamps:
     torch.manual_seed(cfg.spec.training.seed)
     base_dir = tiny.build_tiny_preset("tiny://llama", Path(cfg.paths.cache_dir))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_dir)
-    features = tasks.encode_all(ROWS, tokenizer, cfg.spec.task, cfg.spec.dataset.columns, 64)
+    rows = data.read_records(Path(cfg.paths.data_dir) / "rows.jsonl", "jsonl")
+    features = tasks.encode_all(rows, tokenizer, cfg.spec.task, cfg.spec.dataset.columns, 64)
     model = transformers.AutoModelForCausalLM.from_pretrained(base_dir)
     model = peft.get_peft_model(model, model_lib.lora_config(cfg.spec))
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -70,6 +70,12 @@ INVALID_SPECS: list[InvalidSpec] = [
         {"model": {"accessSecretRef": {"name": "hf", "value": "hf_secret"}}},
     ),
     InvalidSpec("name-too-long", merge(minimal_job("x" * 51), {}), "metadata.name"),
+    InvalidSpec(
+        "generate-name-too-long",
+        merge(minimal_job(), {"metadata": {"name": DELETE, "generateName": "x" * 46}}),
+        "metadata.generateName",
+        server_enforced=False,  # the API server checks the name it generates, under metadata.name
+    ),
     # model
     _case("model-preset-and-uri", "spec.model.preset", {"model": {"uri": "hf://org/name"}}),
     _case("model-neither", "spec.model.preset", {"model": {"preset": DELETE}}),

@@ -1,6 +1,7 @@
 """The `finetune` command: validate manifests offline, regenerate the CRD, run a job locally.
 
-`validate` applies exactly the rules of the CRD and the admission webhook (both derive from `api/`).
+`validate` applies exactly the rules of the CRD and the admission webhook (both derive from `api/`). Everything
+printed that comes from a file, a path or a schema goes through `rich.markup.escape`, so `[a-z0-9]` stays as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +22,25 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+LOCAL_STORAGE = (
+    "Cluster storage maps to local files: configmap://NAME/KEY is the KEY of a ConfigMap named NAME in the same "
+    "file; pvc://CLAIM/PATH (dataset or model) is DATA_DIR/CLAIM/PATH, else DATA_DIR/PATH; hf:// and https:// are "
+    "downloaded into $FINETUNE_CACHE (default ~/.cache/finetune). --dataset FILE and --model DIR train on a local "
+    "file or checkpoint folder instead of spec.dataset and spec.model; the manifest itself keeps URIs a cluster can "
+    "read."
+)
+"""How `finetune run` reads cluster storage; in its --help and the README."""
+
+
+def ok(line: str) -> None:
+    """Print a success line; `line` is shown verbatim."""
+    console.print(f"[green]✓[/green] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def fail(line: str) -> None:
+    """Print an error line on stderr; `line` is shown verbatim."""
+    err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
@@ -61,13 +81,19 @@ def validate(
         problems = validate_file(path)
         failed |= bool(problems)
         for line in problems:
-            err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
+            fail(line)
         if not problems:
-            console.print(f"[green]✓[/green] {path}", highlight=False)
+            ok(str(path))
     raise typer.Exit(code=1 if failed else 0)
 
 
-@app.command()
+@app.command(
+    help=f"""Train a FineTuneJob on this machine with the same trainer the pods run.
+
+{LOCAL_STORAGE}
+
+The trainer's log is written to OUTPUT/.local/trainer.log as it runs: follow it with tail -f."""
+)
 def run(
     file: Annotated[
         Path, typer.Argument(help="A FineTuneJob manifest (ConfigMaps for configmap:// data may follow).")
@@ -81,23 +107,43 @@ def run(
     nproc: Annotated[
         int, typer.Option(min=1, help="Processes (through torchrun), e.g. to try DeepSpeed.")
     ] = 1,
-) -> None:
-    """Train a FineTuneJob on this machine with the same trainer the pods run."""
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="DATA_DIR: where pvc://CLAIM/PATH is read, as DATA_DIR/CLAIM/PATH or DATA_DIR/PATH. "
+                     "Default: the manifest's folder."),
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Train on this local file (jsonl, json, csv, parquet) instead of spec.dataset.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Start from this local Hugging Face checkpoint folder instead of spec.model.")
+    ] = None,
+) -> None:  # fmt: skip
     problems = validate_file(file)
     for line in problems:
-        err.print(f"[red]✗[/red] {line}", highlight=False, soft_wrap=True)
+        fail(line)
     if problems:
         raise typer.Exit(code=1)
-    # Imported here: the trainer extra (torch, transformers, …) is only needed to train.
-    from finetune_trainer.local import run_local
+    # Imported here: `finetune validate` and `crd` do not need the trainer package.
+    from finetune_trainer.local import LOCAL_DIR, LOG_FILE, LocalRunError, describe, run_local
 
-    result = run_local(file, output, max_steps=max_steps, nproc=nproc)
+    try:
+        result = run_local(file, output, max_steps=max_steps, nproc=nproc, data_dir=data_dir, dataset=dataset,
+                           model=model)  # fmt: skip
+    except (LocalRunError, OSError) as exc:
+        fail(f"{file}: {exc}" if isinstance(exc, OSError) else str(exc))
+        raise typer.Exit(code=1) from None
     if result.returncode == 0:
-        console.print(f"[green]✓[/green] trained: {result.output_dir}", highlight=False)
+        first, *rest = describe(result)
+        ok(first)
+        for line in rest:
+            console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     else:
-        err.print(
-            f"[red]✗[/red] failed: {result.summary.get('message', 'see the log above')}", highlight=False
+        summary = result.summary
+        reason = (
+            f"{summary.reason}: {summary.message}" if summary and summary.message else "see the log above"
         )
+        fail(f"failed ({reason}); log: {result.output_dir / LOCAL_DIR / LOG_FILE}")
     raise typer.Exit(code=result.returncode)
 
 
@@ -123,7 +169,7 @@ def crd_command(
     ] = None,
 ) -> None:
     """Regenerate the CustomResourceDefinition (and optionally the README's API reference) from the models."""
-    console.print(f"wrote {crd.write_crds(output_dir)}")
+    console.print(f"wrote {escape(str(crd.write_crds(output_dir)))}", highlight=False)
     if readme is not None:
         changed = apidocs.update_readme(readme)
-        console.print(f"{'updated' if changed else 'unchanged'} {readme}")
+        console.print(f"{'updated' if changed else 'unchanged'} {escape(str(readme))}", highlight=False)

@@ -19,15 +19,17 @@ CHAT = {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant"
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([*INSTRUCTIONS[:2], {"prompt": "no answer"}], "row 3: field 'completion' missing"),
-        ([INSTRUCTIONS[0], {"prompt": 7, "completion": "x"}], "row 2: field 'prompt' should be a str, got int"),
-        ([INSTRUCTIONS[0], ["not", "an", "object"]], "row 2: expected an object with named fields, got list"),
+        ([*INSTRUCTIONS[:2], {"prompt": "no answer"}], "line 3: field 'completion' missing"),
+        ([INSTRUCTIONS[0], {"prompt": 7, "completion": "x"}], "line 2: field 'prompt' should be a str, got int"),
+        ([INSTRUCTIONS[0], ["not", "an", "object"]], "line 2: expected an object with named fields, got list"),
         ([{"messages": [{"role": "user", "content": "hi"}]}] * 4,
-         "row 1: the last message of a chat must have role 'assistant'"),
+         "line 1: the last message of a chat must have role 'assistant'"),
         ([CHAT, {"messages": ["hi", "hello"]}],
-         "row 2: message 1 of 'messages' is a str; write each message as an object {\"role\": \"user\", "),
+         "line 2: message 1 of 'messages' is a str; write each message as an object {\"role\": \"user\", "),
         ([CHAT, CHAT, {"messages": [{"user": "hi"}, CHAT["messages"][1]]}],
-         "row 3: message 1 of 'messages' needs a 'role' and a 'content' string, got keys ['user']"),
+         "line 3: message 1 of 'messages' needs a 'role' and a 'content' string, got keys ['user']"),
+        ([*INSTRUCTIONS[:3], {"messages": [{"role": "user", "content": "hi"}]}],
+         "line 4: the last message of a chat must have role 'assistant'"),
         ([], "the dataset is empty"),
         (INSTRUCTIONS[:2], "2 training examples are fewer than one global batch (4)"),
     ],
@@ -53,7 +55,7 @@ def test_invalid_json_line(train: Callable[..., Run], tmp_path: Path) -> None:
     assert recipe.main(cfg) == 1
     summary = json.loads(Path(cfg.paths.termination_message_path).read_text())
     assert summary["reason"] == "DataError"
-    assert summary["message"].startswith("row 9: not valid JSON")
+    assert summary["message"].startswith("line 9: not valid JSON")
 
 
 def test_unknown_label(train: Callable[..., Run]) -> None:
@@ -62,14 +64,14 @@ def test_unknown_label(train: Callable[..., Run]) -> None:
                  "task": {"type": "sequence-classification", "labels": ["negative", "positive"]}}, rows)  # fmt: skip
 
     assert run.rc == 1
-    assert run.summary["message"] == "row 4: label 'neutral' is not in task.labels ['negative', 'positive']"
+    assert run.summary["message"] == "line 4: label 'neutral' is not in task.labels ['negative', 'positive']"
 
 
 @pytest.mark.parametrize(
     ("dataset", "reason", "message"),
     [
         ("https://datasets.example.invalid/train.jsonl", "StorageError", "does not resolve"),
-        ("pvc://data/missing.jsonl", "StorageError", "missing.jsonl does not exist in the mounted volume"),
+        ("pvc://data/missing.jsonl", "StorageError", "data/data/missing.jsonl nor "),
         (
             "hf://no-such-org/no-such-dataset",
             "StorageError",
@@ -84,6 +86,41 @@ def test_unreachable_dataset(train: Callable[..., Run], dataset: str, reason: st
     assert run.rc == 1
     assert run.summary["reason"] == reason
     assert message in run.summary["message"]
+
+
+def test_a_missing_mounted_file_names_every_path_tried(train: Callable[..., Run]) -> None:
+    run = train({**LLAMA_JOB, "dataset": {"uri": "pvc://claim/sub/missing.jsonl"}}, None)
+
+    data_dir = run.config.paths.data_dir
+    assert run.summary["message"] == (
+        f"pvc://claim/sub/missing.jsonl: neither {data_dir}/claim/sub/missing.jsonl nor "
+        f"{data_dir}/sub/missing.jsonl exists in the mounted volume"
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "missing"),
+    [
+        ([], "empty: missing config.json; a tokenizer (tokenizer.json, tokenizer.model, vocab.json + merges.txt "
+             "or vocab.txt); weights (*.safetensors or pytorch_model*.bin)."),
+        (["config.json", "model.safetensors"], "incomplete: missing a tokenizer (tokenizer.json,"),
+        (["tokenizer.json", "model-00001-of-00002.safetensors"], "incomplete: missing config.json."),
+    ],
+    ids=["empty", "no-tokenizer", "no-config"],
+)  # fmt: skip
+def test_an_incomplete_model_folder_names_the_folder_and_the_missing_files(
+    train: Callable[..., Run], tmp_path: Path, files: list[str], missing: str
+) -> None:
+    model = tmp_path / "run" / "data" / "models" / "smol"
+    model.mkdir(parents=True)
+    for name in files:
+        (model / name).write_text("{}")
+
+    run = train({"model": {"uri": "pvc://models/smol"}}, INSTRUCTIONS)
+
+    assert run.rc == 1
+    assert run.summary["reason"] == "StorageError"
+    assert run.summary["message"].startswith(f"model folder {model} is {missing}")
 
 
 def test_unreachable_model(train: Callable[..., Run]) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from finetune_operator import api
 from finetune_operator.api.trainer import ExitCode, TrainerConfig, TrainerPaths, trainer_config
-from finetune_trainer import launch, local
+from finetune_trainer import launch, local, storage
 from rich.console import Console
 
-from tests.trainer.trainerkit import PRESETS, ROOT
+from tests.trainer.trainerkit import PRESETS, ROOT, parse_events
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
@@ -28,12 +30,39 @@ def test_run_local_trains_the_tiny_example(tmp_path: Path, monkeypatch: pytest.M
     )
 
     assert result.returncode == 0, result.summary
-    assert result.summary["status"] == "Succeeded"
-    assert result.summary["metrics"]["step"] == 6
-    assert not any(name.startswith(".local") for name in result.summary["digests"])
+    assert result.summary is not None
+    assert result.summary.status == "Succeeded"
+    assert result.summary.metrics["step"] == 6
+    assert not any(name.startswith(".local") for name in result.summary.digests or {})
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["job"]["name"] == "tiny-lora"
     assert "6/6" in screen.getvalue()
+    # loggingSteps is 10: the bar still gets a line every step, and the summary starts from step 1.
+    log = parse_events((tmp_path / "out" / ".local" / "trainer.log").read_text())
+    moves = [(e["event"], e["step"]) for e in log if e["event"] in ("progress", "step")]
+    assert moves == [*(("progress", step) for step in range(1, 6)), ("step", 6)]
+    assert result.first_loss == log[1]["loss"]
+    assert result.tokens_per_second is not None
+    assert result.tokens_per_second > 0
+    digest = hashlib.sha256((tmp_path / "out" / "manifest.json").read_bytes()).hexdigest()
+    first, where, sha = local.describe(result)
+    assert first.startswith("trained tiny-lora: 6 steps in ")
+    assert f"loss {log[1]['loss']:.4f} → {result.summary.metrics['loss']:.4f}" in first
+    assert first.endswith(" tokens/s")
+    assert where == f"adapter: {tmp_path / 'out'}"
+    assert sha.startswith(f"digest: sha256:{digest} ")
+
+
+def _stand_in(uri: str, root: Path) -> None:
+    """Create what a pvc:// URI names under `root`: a file, or a folder shaped like a checkpoint."""
+    path = root / uri.removeprefix("pvc://")
+    if path.suffix:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        return
+    path.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (path / name).write_text("{}")
 
 
 def test_run_local_refuses_another_job_s_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,23 +82,50 @@ def test_run_local_refuses_another_job_s_folder(tmp_path: Path, monkeypatch: pyt
 
     assert first.returncode == 0, first.summary
     assert refused.returncode == ExitCode.INVALID_CONFIG
-    assert refused.summary["reason"] == "CheckpointMismatch"
-    assert "belongs to job default/tiny-lora " in refused.summary["message"]
-    assert "not to this run, job default/other-lora " in refused.summary["message"]
+    assert refused.summary.reason == "CheckpointMismatch"
+    assert "belongs to job default/tiny-lora " in (refused.summary.message or "")
+    assert "not to this run, job default/other-lora " in (refused.summary.message or "")
     assert again.returncode == 0, again.summary
     log = (tmp_path / "out" / local.LOCAL_DIR / "trainer.log").read_text()
     assert '"resumed_from": 2' in log
     weights = "adapter_model.safetensors"
-    assert again.summary["digests"][weights] == first.summary["digests"][weights]
+    assert (again.summary.digests or {})[weights] == (first.summary.digests or {})[weights]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["job"]["name"] == "tiny-lora"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_makes_a_local_trainer_config(example: Path, tmp_path: Path) -> None:
-    cfg = local.build_local_config(example, tmp_path, max_steps=3, data_dir=tmp_path)
+    job = api.parse(next(d for d in yaml.safe_load_all(example.read_text()) if d["kind"] == api.KIND))
+    for uri in (job.spec.dataset.uri, job.spec.model.uri or ""):
+        if uri.startswith("pvc://"):
+            _stand_in(uri, tmp_path / "data")
+    local_files = {"dataset": tmp_path / "data.jsonl"} if job.spec.dataset.uri.startswith("s3://") else {}
+    (tmp_path / "data.jsonl").write_text("{}")
+
+    cfg = local.build_local_config(example, tmp_path / "out", 3, data_dir=tmp_path / "data", **local_files)
 
     assert cfg.max_steps_override == 3
-    assert cfg.spec.dataset.uri
+    assert cfg.name == job.metadata.name
+    paths = TrainerPaths(data_dir=cfg.paths.data_dir)  # the trainer finds the staged volumes as in a pod
+    if cfg.spec.dataset.uri.startswith(("pvc://", "configmap://")):
+        assert storage.resolve_dataset(cfg.spec.dataset, paths).is_file()
+    if (cfg.spec.model.uri or "").startswith("pvc://"):
+        assert (storage.resolve_model(cfg.spec.model, paths) / "config.json").is_file()
+
+
+def test_a_configmap_dataset_and_a_pvc_model_are_both_found(tmp_path: Path) -> None:
+    documents = yaml.safe_load_all((ROOT / "examples" / "tiny-lora.yaml").read_text())
+    job, configmap = (d for d in documents if d)
+    job["spec"]["model"] = {"uri": "pvc://models/smol"}
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump_all([job, configmap]))
+    _stand_in("pvc://models/smol", tmp_path)
+
+    cfg = local.build_local_config(manifest, tmp_path / "out", None)
+
+    paths = TrainerPaths(data_dir=cfg.paths.data_dir)
+    assert storage.resolve_dataset(cfg.spec.dataset, paths).read_text() == configmap["data"]["train.jsonl"]
+    assert storage.resolve_model(cfg.spec.model, paths).resolve() == tmp_path / "models" / "smol"
 
 
 def _config(distributed: dict[str, object]) -> TrainerConfig:

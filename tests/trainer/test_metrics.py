@@ -44,8 +44,15 @@ def test_gauges_are_served_and_logged(capsys: pytest.CaptureFixture[str]) -> Non
     assert {"finetune_trainer_learning_rate", "finetune_trainer_grad_norm", "finetune_trainer_epoch",
             "finetune_trainer_gpu_memory_peak_bytes"} <= set(served)  # fmt: skip
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(line["event"], line["step"]) for line in lines] == [("step", 5), ("eval", 5)]
-    assert lines[0]["loss"] == pytest.approx(0.4)
+    assert [(line["event"], line["step"]) for line in lines] == [
+        *(("progress", step) for step in range(1, 5)),
+        ("step", 5),
+        ("eval", 5),
+    ]  # a short line every step (for progress bars), the full one every logging_steps
+    assert lines[0]["loss"] == 2.0
+    assert lines[0]["tokens"] == 100
+    assert lines[4]["loss"] == pytest.approx(0.4)
+    assert lines[4]["tokens"] == 500
 
 
 def test_other_ranks_stay_silent(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from finetune_operator import api
+from finetune_operator.api.common import DNS_SUBDOMAIN
 from finetune_operator.cli import app
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -39,6 +40,39 @@ def test_cli_reports_field_and_fails(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "spec.method.quantization" in result.output
     assert "quantization: {bits: 4}" in result.output  # the fix, not just the complaint
+
+
+def test_cli_prints_schema_and_file_text_verbatim(tmp_path: Path) -> None:
+    # rich would read `[a-z0-9]` and `[bold]` as style tags and drop them.
+    bad, good = tmp_path / "bad[bold].yaml", tmp_path / "good[bold].yaml"
+    bad.write_text(yaml.safe_dump(minimal_job("Bad_Name")))
+    good.write_text(yaml.safe_dump(minimal_job()))
+
+    result = CliRunner().invoke(app, ["validate", str(bad), str(good)])
+
+    assert result.exit_code == 1
+    assert f"✗ {bad}: metadata.name: String should match pattern '{DNS_SUBDOMAIN}'" in result.output
+    assert f"✓ {good}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("case_id", "expected"),
+    [
+        (
+            "name-too-long",
+            "metadata.name must be at most 50 characters: child objects are named after the job",
+        ),
+        ("generate-name-too-long", "at most 45 characters: the API server appends 5 random ones"),
+    ],
+)
+def test_name_limits_say_why(tmp_path: Path, case_id: str, expected: str) -> None:
+    case = next(c for c in INVALID_SPECS if c.id == case_id)
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(case.manifest))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "`-worker-0`" in result.output
 
 
 @pytest.mark.parametrize(

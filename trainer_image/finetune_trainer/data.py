@@ -2,8 +2,9 @@
 
 Called by the recipe's `_setup_data` with the local file that `storage.resolve_dataset` produced. Every row is
 checked against the columns the task needs before anything is tokenized, so a bad file fails in seconds with
-`row 17: field 'completion' missing` instead of minutes into training. Rows are numbered from 1, as an editor shows
-lines of a JSONL file.
+`line 17: field 'completion' missing` instead of minutes into training. Each row carries where it came from, as an
+editor shows it: `line N` of a JSONL or CSV file (blank lines and the CSV header counted), `item N` of a JSON array,
+`row N` of a parquet file; errors found later, while encoding shuffled rows, name the same place.
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class Row:
+    """One parsed row and where it is in the file (`line 7`, `item 3`, `row 12`), for error messages."""
+
+    where: str
+    fields: Any
+    """An object (dict) once `validate` has passed; anything JSON can hold before."""
+
+
+@dataclass(frozen=True)
 class Splits:
     """Training and evaluation rows, both already validated."""
 
-    train: list[Record]
-    eval: list[Record]
+    train: list[Row]
+    eval: list[Row]
 
 
 def infer_format(path: Path, declared: str | None) -> str:
@@ -46,54 +56,65 @@ def infer_format(path: Path, declared: str | None) -> str:
     return known[suffix]
 
 
-def _read_jsonl(path: Path) -> list[Record]:
-    rows: list[Record] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+def _read_jsonl(path: Path) -> list[Row]:
+    rows: list[Row] = []
+    # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends, which editors do not break on.
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(Row(f"line {number}", json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise DataError(f"row {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     return rows
 
 
-def _read_json(path: Path) -> list[Record]:
+def _read_json(path: Path) -> list[Row]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path.name}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if not isinstance(document, list):
         raise DataError(f'{path.name}: expected a JSON array of objects (or {{"data": [...]}})')
-    return document
+    return [Row(f"item {number}", value) for number, value in enumerate(document, start=1)]
 
 
-def _read_csv(path: Path) -> list[Record]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
+def _read_csv(path: Path) -> list[Row]:
+    """Rows keyed by the header; `line` is the first line of the row (quoted fields may span several)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next((values for values in reader if values), None)
+        rows, end = [], reader.line_num
+        for values in reader:  # blank lines come through as [] and are skipped, but counted
+            start, end = end + 1, reader.line_num
+            if values:
+                rows.append(Row(f"line {start}", dict(zip(header or [], values, strict=False))))
+        return rows
 
 
-def _read_parquet(path: Path) -> list[Record]:
+def _read_parquet(path: Path) -> list[Row]:
     import pyarrow.parquet as pq
 
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise DataError(f"{path}: folder holds no .parquet files")
-    rows: list[Record] = []
+    rows: list[Row] = []
     for file in files:
-        rows.extend(pq.read_table(file).to_pylist())
+        prefix = f"{file.name} " if path.is_dir() else ""
+        records = pq.read_table(file).to_pylist()
+        rows.extend(Row(f"{prefix}row {number}", r) for number, r in enumerate(records, start=1))
     return rows
 
 
-READERS: dict[str, Callable[[Path], list[Record]]] = {
+READERS: dict[str, Callable[[Path], list[Row]]] = {
     "jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet, "hf": _read_parquet,
 }  # fmt: skip
-"""Format name (as in `dataset.format`) → reader returning one dict per row (`storage` saves hf:// as parquet)."""
+"""Format name (as in `dataset.format`) → reader returning the rows in file order (hf:// is saved as parquet)."""
 
 
-def read_records(path: Path, fmt: str) -> list[Record]:
+def read_records(path: Path, fmt: str) -> list[Row]:
     """All rows of the file (or parquet folder) at `path`."""
     if not path.exists():
         raise DataError(f"dataset file {path} does not exist")
@@ -124,41 +145,41 @@ def required_fields(task: TaskSpec, columns: ColumnMapping, row: Record) -> list
     return table[task.type]
 
 
-def _check_row(number: int, row: Any, task: TaskSpec, columns: ColumnMapping) -> None:
+def _check_row(where: str, row: Any, task: TaskSpec, columns: ColumnMapping) -> None:
     if not isinstance(row, dict):
-        raise DataError(f"row {number}: expected an object with named fields, got {type(row).__name__}")
+        raise DataError(f"{where}: expected an object with named fields, got {type(row).__name__}")
     for name, kind in required_fields(task, columns, row):
         if row.get(name) is None:
-            raise DataError(f"row {number}: field {name!r} missing")
+            raise DataError(f"{where}: field {name!r} missing")
         if not isinstance(row[name], kind):
             raise DataError(
-                f"row {number}: field {name!r} should be a {kind.__name__}, got {type(row[name]).__name__}"
+                f"{where}: field {name!r} should be a {kind.__name__}, got {type(row[name]).__name__}"
             )
-    _check_labels(number, row, task, columns)
+    _check_labels(where, row, task, columns)
     if task.type == "causal-lm" and columns.messages in row:
-        _check_chat(number, row[columns.messages], columns.messages)
+        _check_chat(where, row[columns.messages], columns.messages)
 
 
-def _check_chat(number: int, messages: list[Any], field: str) -> None:
+def _check_chat(where: str, messages: list[Any], field: str) -> None:
     example = '{"role": "user", "content": "..."}'
     for index, message in enumerate(messages, start=1):
         if not isinstance(message, dict):
             raise DataError(
-                f"row {number}: message {index} of {field!r} is a {type(message).__name__}; write each message "
+                f"{where}: message {index} of {field!r} is a {type(message).__name__}; write each message "
                 f"as an object {example}"
             )
         if not (isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
             raise DataError(
-                f"row {number}: message {index} of {field!r} needs a 'role' and a 'content' string, got keys "
+                f"{where}: message {index} of {field!r} needs a 'role' and a 'content' string, got keys "
                 f"{sorted(message)}; write each message as {example}"
             )
     if not messages or messages[-1]["role"] != "assistant":
         raise DataError(
-            f"row {number}: the last message of a chat must have role 'assistant' (it is what is trained on)"
+            f"{where}: the last message of a chat must have role 'assistant' (it is what is trained on)"
         )
 
 
-def _check_labels(number: int, row: Record, task: TaskSpec, columns: ColumnMapping) -> None:
+def _check_labels(where: str, row: Record, task: TaskSpec, columns: ColumnMapping) -> None:
     labels = task.labels or []
     if task.type == "sequence-classification":
         values = [row[columns.label]]
@@ -166,22 +187,22 @@ def _check_labels(number: int, row: Record, task: TaskSpec, columns: ColumnMappi
         values = row[columns.tags]
         if len(values) != len(row[columns.tokens]):
             raise DataError(
-                f"row {number}: {len(row[columns.tokens])} tokens but {len(values)} tags; give one tag per token"
+                f"{where}: {len(row[columns.tokens])} tokens but {len(values)} tags; give one tag per token"
             )
     else:
         return
     for value in values:
         if not (value in labels or (isinstance(value, int) and 0 <= value < len(labels))):
-            raise DataError(f"row {number}: label {value!r} is not in task.labels {labels}")
+            raise DataError(f"{where}: label {value!r} is not in task.labels {labels}")
 
 
-def validate(rows: list[Record], task: TaskSpec, columns: ColumnMapping) -> None:
+def validate(rows: list[Row], task: TaskSpec, columns: ColumnMapping) -> None:
     """Raise DataError naming the first row that lacks a field the task needs or has an unknown label."""
-    for number, row in enumerate(rows, start=1):
-        _check_row(number, row, task, columns)
+    for row in rows:
+        _check_row(row.where, row.fields, task, columns)
 
 
-def split(rows: list[Record], dataset: DatasetSpec, seed: int) -> Splits:
+def split(rows: list[Row], dataset: DatasetSpec, seed: int) -> Splits:
     """Shuffle with `seed`, hold out `validation_split`, then cap training rows at `max_samples`."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)

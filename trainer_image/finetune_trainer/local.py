@@ -1,32 +1,53 @@
-"""`finetune run FILE`: train a FineTuneJob manifest on this machine, with a progress bar.
+"""`finetune run FILE`: train a FineTuneJob manifest on this machine, with a progress bar and an end summary.
 
 Called by the operator's CLI (`finetune_operator.cli`), which passes the manifest path and flags. The manifest is
 validated with the API models, turned into a `TrainerConfig` with local folders, and trained by the same
 `python -m finetune_trainer` the pods run (under torchrun when `nproc` > 1). Its JSON log lines drive a rich
-progress bar. The run's own files (config, log, termination message, materialised data) go to `<output>/.local/`,
-which digests skip; the log's tail is shown if the run fails.
+progress bar (a line every step) and are copied, line by line as they come, to `<output>/.local/trainer.log`; the
+run's other files (config, termination message, staged data) are in `<output>/.local/` too, which digests skip.
 
-Local stand-ins for cluster storage: a `configmap://name/key` dataset is read from a ConfigMap document named `name`
-in the same file (as in `examples/tiny-lora.yaml`); `pvc://claim/path` is read as `<data_dir>/path`, where
-`data_dir` defaults to the manifest's folder.
+Local stand-ins for cluster storage (also in `finetune run --help` and the README):
+
+- `configmap://name/key`: the `key` of a ConfigMap document named `name` in the same file (`examples/tiny-lora.yaml`);
+- `pvc://claim/path` (dataset or model): `<data_dir>/claim/path`, else `<data_dir>/path`; `data_dir` is
+  `--data-dir`, by default the manifest's folder;
+- `--dataset FILE`, `--model DIR`: a local file or checkpoint folder instead of `spec.dataset` / `spec.model`. The
+  manifest itself must stay valid for the cluster, so plain paths are never accepted in it.
+
+The trainer sees these as a pod sees its volumes: each one linked under `<output>/.local/data/<claim or name>`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import pydantic
 import yaml
 from finetune_operator import api
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, TrainerConfig, TrainerPaths, trainer_config
+from finetune_operator.api.trainer import (
+    CONFIG_FILE_NAME,
+    ENV_TERMINATION_MESSAGE_PATH,
+    TerminationMessage,
+    TrainerConfig,
+    TrainerPaths,
+    trainer_config,
+)
+from finetune_operator.api.uris import scheme_of
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from finetune_trainer import storage
 
 DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "finetune"))
 """Built tiny presets and downloads, shared by local runs (override with $FINETUNE_CACHE)."""
@@ -34,44 +55,167 @@ DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "
 LOCAL_DIR = ".local"
 """Folder under the output for the run's own files; hidden, so `output.digests` leaves it out."""
 
+LOG_FILE = "trainer.log"
+DATASET_CLAIM, MODEL_CLAIM = "local-dataset", "local-model"
+"""The volumes that stand for `--dataset FILE` and `--model DIR`."""
+
+
+class LocalRunError(ValueError):
+    """The manifest cannot run on this machine as given; the message says what to change."""
+
 
 @dataclass
 class LocalRun:
     """The outcome of `run_local`."""
 
     returncode: int
-    summary: dict[str, Any] = field(default_factory=dict)
-    """The termination message: status, output, metrics and digests, or the failure reason."""
-    output_dir: Path = Path()
+    summary: TerminationMessage | None
+    """The termination message (None if the trainer wrote none, or one this version cannot read)."""
+    output_dir: Path
+    name: str = ""
+    artifact: str = "adapter"
+    """What `output_dir` holds: `adapter`, or `model` for full fine-tuning."""
+    seconds: float = 0.0
+    first_loss: float | None = None
+    """Training loss of the first step of this run (the bar's first reading)."""
+    tokens_per_second: float | None = None
+    """Throughput from the first to the last step of this run."""
 
 
-def _materialise_configmap(documents: list[dict[str, Any]], uri: str, data_dir: Path) -> None:
+def _read_job(manifest: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    documents = [d for d in yaml.safe_load_all(manifest.read_text(encoding="utf-8")) if isinstance(d, dict)]
+    jobs = [d for d in documents if d.get("kind") == api.KIND]
+    if len(jobs) != 1:
+        raise LocalRunError(
+            f"{manifest} holds {len(jobs)} {api.KIND}s; `finetune run` trains exactly one: put each in its own file "
+            "(`finetune validate` checks several at once)"
+        )
+    return jobs[0], documents
+
+
+Links = dict[str, tuple[str, Path]]
+"""Volume name → (the one entry in it, the local file or folder that entry links to)."""
+
+
+def _with_local_files(
+    job: api.FineTuneJob, dataset: Path | None, model: Path | None
+) -> tuple[api.FineTuneJob, Links]:
+    """`job` with `--dataset FILE` and `--model DIR` in place of its dataset and model, re-validated."""
+    if dataset is None and model is None:
+        return job, {}
+    spec, links = job.spec.to_wire(), {}
+    if dataset is not None:
+        if not dataset.exists():
+            raise LocalRunError(f"--dataset {dataset}: no such file")
+        kept = {k: v for k, v in spec["dataset"].items() if k in ("columns", "validationSplit", "maxSamples")}
+        if job.spec.dataset.format not in (None, "hf"):  # hf:// is read as parquet; a file by its suffix
+            kept["format"] = job.spec.dataset.format
+        # A fixed name (the format is told by the suffix): a file name may hold what a URI may not, e.g. spaces.
+        name = "dataset" + (dataset.suffix if re.fullmatch(r"\.\w+", dataset.suffix) else "")
+        links[DATASET_CLAIM] = (name, dataset)
+        spec["dataset"] = {**kept, "uri": f"pvc://{DATASET_CLAIM}/{name}"}
+    if model is not None:
+        _check_model_dir(model)
+        links[MODEL_CLAIM] = ("model", model)
+        spec["model"] = {
+            "uri": f"pvc://{MODEL_CLAIM}/model",
+            "trustRemoteCode": job.spec.model.trust_remote_code,
+        }
+    try:
+        return api.parse({**job.to_wire(), "spec": spec}), links
+    except pydantic.ValidationError as exc:
+        raise LocalRunError(f"with --dataset/--model: {'; '.join(api.describe(exc))}") from None
+
+
+def _materialise_configmap(documents: list[dict[str, Any]], uri: str, manifest: Path, stage: Path) -> None:
     name, _, key = uri.removeprefix("configmap://").partition("/")
     for doc in documents:
-        if doc.get("kind") == "ConfigMap" and doc.get("metadata", {}).get("name") == name:
-            if key not in doc.get("data", {}):
-                raise ValueError(f"ConfigMap {name!r} in the manifest has no key {key!r}")
-            data_dir.mkdir(parents=True, exist_ok=True)
-            (data_dir / key).write_text(doc["data"][key])
+        if doc.get("kind") == "ConfigMap" and (doc.get("metadata") or {}).get("name") == name:
+            value = (doc.get("data") or {}).get(key)
+            if not isinstance(value, str):
+                raise LocalRunError(
+                    f"{manifest}: ConfigMap {name!r} has no data key {key!r} (spec.dataset.uri {uri})"
+                )
+            (stage / name).mkdir(parents=True, exist_ok=True)
+            (stage / name / key).write_text(value, encoding="utf-8")
             return
-    raise ValueError(f"{uri}: put a ConfigMap named {name!r} in the same file to run it locally")
+    raise LocalRunError(
+        f"spec.dataset.uri {uri}: ConfigMap {name!r} is not in {manifest}; add it there as another YAML document "
+        f"(kind: ConfigMap, metadata.name: {name}, data: {{{key}: ...}}) or pass --dataset FILE"
+    )
+
+
+def _find_volume(uri: str, what: str, data_dir: Path) -> Path:
+    """The local folder that stands for the claim of `uri`: `data_dir/claim` or `data_dir` itself."""
+    tried = storage.mounted_candidates(uri, data_dir)
+    claim = uri.removeprefix("pvc://").partition("/")[0]
+    for candidate, volume in ((tried[0], data_dir / claim), (tried[1], data_dir)):
+        if candidate.exists():
+            if what == "model":
+                _check_model_dir(candidate)
+            return volume
+    flag = "--dataset FILE" if what == "dataset" else "--model DIR"
+    raise LocalRunError(
+        f"spec.{what}.uri {uri}: neither {tried[0]} nor {tried[1]} exists; pvc://CLAIM/PATH is read from "
+        f"DATA_DIR/CLAIM/PATH or DATA_DIR/PATH (--data-dir, now {data_dir}), or pass {flag}"
+    )
+
+
+def _check_model_dir(path: Path) -> None:
+    try:
+        storage.check_model_dir(path)
+    except storage.StorageError as exc:
+        raise LocalRunError(str(exc)) from None
+
+
+def _stage_volumes(job: api.FineTuneJob, documents: list[dict[str, Any]], manifest: Path, data_dir: Path,
+                   links: Links, stage: Path) -> None:  # fmt: skip
+    """Lay out `stage` as the pod's data volumes: ConfigMap keys as files, claims as links to local folders."""
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for claim, (name, target) in links.items():
+        (stage / claim).mkdir()
+        (stage / claim / name).symlink_to(target.resolve())
+    volumes: dict[str, Path] = {}
+    for what, uri in (("dataset", job.spec.dataset.uri), ("model", job.spec.model.uri or "")):
+        scheme = scheme_of(uri)
+        if scheme == "configmap":
+            _materialise_configmap(documents, uri, manifest, stage)
+        elif scheme in ("s3", "oci"):
+            flag = "--dataset FILE" if what == "dataset" else "--model DIR"
+            raise LocalRunError(
+                f"spec.{what}.uri {uri}: {scheme}:// is not readable by `finetune run`; pass {flag}"
+            )
+        elif scheme == "pvc":
+            claim = uri.removeprefix("pvc://").partition("/")[0]
+            if claim in links and uri == f"pvc://{claim}/{links[claim][0]}":
+                continue
+            volume = _find_volume(uri, what, data_dir)
+            if volumes.setdefault(claim, volume) != volume or (stage / claim).is_dir():
+                raise LocalRunError(f"pvc://{claim} stands for two local folders here; rename one claim")
+    for claim, volume in volumes.items():
+        (stage / claim).symlink_to(volume.resolve(), target_is_directory=True)
 
 
 def build_local_config(
-    manifest: Path, output_dir: Path, max_steps: int | None, data_dir: Path | None = None
+    manifest: Path,
+    output_dir: Path,
+    max_steps: int | None,
+    data_dir: Path | None = None,
+    dataset: Path | None = None,
+    model: Path | None = None,
 ) -> TrainerConfig:
-    """The TrainerConfig for running `manifest` here; materialises configmap:// data under `output_dir`."""
-    documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
-    jobs = [d for d in documents if d.get("kind") == api.KIND]
-    if len(jobs) != 1:
-        raise ValueError(f"{manifest} must hold exactly one {api.KIND}, found {len(jobs)}")
-    job = api.parse(jobs[0])
-    if job.spec.dataset.uri.startswith("configmap://"):
-        data_dir = output_dir / LOCAL_DIR / "data"
-        _materialise_configmap(documents, job.spec.dataset.uri, data_dir)
+    """The TrainerConfig for running `manifest` here; stages its data volumes under `output_dir/.local/data`."""
+    document, documents = _read_job(manifest)
+    job, links = _with_local_files(api.parse(document), dataset, model)
+    if not job.metadata.name:  # generateName: the API server would append 5 random characters
+        metadata = job.metadata.model_copy(update={"name": f"{job.metadata.generate_name}local"})
+        job = job.model_copy(update={"metadata": metadata})
+    stage = output_dir / LOCAL_DIR / "data"
+    _stage_volumes(job, documents, manifest, data_dir or manifest.parent, links, stage)
     paths = TrainerPaths(
         output_dir=str(output_dir), checkpoint_dir=str(output_dir / "checkpoints"), cache_dir=str(DEFAULT_CACHE),
-        data_dir=str(data_dir or manifest.parent), termination_message_path=str(output_dir / LOCAL_DIR / "termination-log"),
+        data_dir=str(stage), termination_message_path=str(output_dir / LOCAL_DIR / "termination-log"),
     )  # fmt: skip
     cfg = trainer_config(job, paths)
     return cfg.model_copy(update={"max_steps_override": max_steps, "metrics_port": 0})
@@ -91,25 +235,76 @@ def _command(config_file: Path, nproc: int) -> list[str]:
     ]
 
 
-def _follow(process: subprocess.Popen[str], log: Any, console: Console) -> None:
-    """Draw the progress bar from the trainer's JSON lines; copy everything to the log file."""
-    assert process.stdout is not None
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("loading", total=None, loss="-")
-        for line in process.stdout:
-            log.write(line)
-            if not line.startswith('{"event"'):
-                continue
-            event = json.loads(line)
-            if event["event"] == "start":
-                progress.update(bar, description="training", total=event["total_steps"],
-                                completed=event["resumed_from"] or 0)  # fmt: skip
-            elif event["event"] == "step":
-                progress.update(bar, completed=event["step"], loss=f"{event['loss']:.4f}")
-            elif event["event"] == "eval":
-                progress.console.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
+@dataclass
+class _Follower:
+    """Reads the trainer's output: copies each line to the log as it comes and moves the bar every step."""
+
+    log: IO[str]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    """This run's `progress` and `step` events."""
+
+    def follow(self, lines: Any, console: Console) -> None:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())  # fmt: skip
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("loading", total=None, loss="-")
+            for line in lines:
+                self.log.write(line)
+                self.log.flush()  # the log is followed with `tail -f` while the run goes on
+                event = _event(line)
+                if event is None:
+                    continue
+                if event["event"] == "start":
+                    progress.update(bar, description="training", total=event["total_steps"],
+                                    completed=event["resumed_from"] or 0)  # fmt: skip
+                elif event["event"] in ("progress", "step"):
+                    self.steps.append(event)
+                    progress.update(bar, completed=event["step"], loss=f"{event['loss']:.4f}")
+                elif event["event"] == "eval":
+                    progress.console.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
+
+    def tokens_per_second(self) -> float | None:
+        """Tokens per second from the end of the first step of this run to the end of the last."""
+        if len(self.steps) < 2 or "tokens" not in self.steps[0]:
+            return None
+        first, last = self.steps[0], self.steps[-1]
+        seconds = float(last["time"] - first["time"])
+        return float(last["tokens"] - first["tokens"]) / seconds if seconds > 0 else None
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    if not line.startswith('{"event"'):
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def read_summary(path: Path) -> TerminationMessage | None:
+    """The termination message at `path`; None when there is none or it is not one.
+
+    Lenient, as it may come from another trainer version: missing keys take their defaults, unknown ones are
+    dropped, and so are per-file `digests` that do not parse (e.g. a note that they did not fit; manifest.json has
+    them).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        return TerminationMessage.model_validate_json(text)
+    except OSError:
+        return None
+    except pydantic.ValidationError:
+        pass
+    try:
+        document = json.loads(text)
+        known = {k: v for k, v in document.items() if k in TerminationMessage.model_fields and k != "digests"}
+        digests = document.get("digests")
+        return TerminationMessage.model_validate(
+            {**known, "digests": digests if isinstance(digests, dict) else None}
+        )
+    except (ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
+        return None
 
 
 def run_local(
@@ -118,25 +313,63 @@ def run_local(
     max_steps: int | None = None,
     nproc: int = 1,
     console: Console | None = None,
+    data_dir: Path | None = None,
+    dataset: Path | None = None,
+    model: Path | None = None,
 ) -> LocalRun:
-    """Train `manifest` here into `output_dir`; returns the exit code and the run summary."""
+    """Train `manifest` here into `output_dir`; raises LocalRunError (one line) when it cannot start."""
     console = console or Console(stderr=True)
     output_dir = output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    cfg = build_local_config(manifest.resolve(), output_dir, max_steps)
+    cfg = build_local_config(manifest.resolve(), output_dir, max_steps, data_dir, dataset, model)
     config_file = output_dir / LOCAL_DIR / CONFIG_FILE_NAME
-    config_file.parent.mkdir(exist_ok=True)
     config_file.write_text(cfg.model_dump_json(by_alias=True, indent=2))
     termination = Path(cfg.paths.termination_message_path)
     termination.unlink(missing_ok=True)
-    env = {**os.environ, "TERMINATION_MESSAGE_PATH": str(termination), "PYTHONUNBUFFERED": "1"}
-    with (output_dir / LOCAL_DIR / "trainer.log").open("w") as log:
+    env = {**os.environ, ENV_TERMINATION_MESSAGE_PATH: str(termination), "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    with (output_dir / LOCAL_DIR / LOG_FILE).open("w", encoding="utf-8") as log:
         process = subprocess.Popen(_command(config_file, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, env=env)  # fmt: skip
-        _follow(process, log, console)
+        follower = _Follower(log)
+        assert process.stdout is not None
+        follower.follow(process.stdout, console)
         returncode = process.wait()
-    summary = json.loads(termination.read_text()) if termination.exists() else {}
     if returncode != 0:
-        tail = deque((output_dir / LOCAL_DIR / "trainer.log").read_text().splitlines(), maxlen=30)
+        tail = deque((output_dir / LOCAL_DIR / LOG_FILE).read_text(encoding="utf-8").splitlines(), maxlen=30)
         console.print("\n".join(tail), markup=False, highlight=False)
-    return LocalRun(returncode, summary, output_dir)
+    return LocalRun(
+        returncode, read_summary(termination), output_dir, name=cfg.name, seconds=time.monotonic() - started,
+        artifact="adapter" if cfg.spec.method.type != "full" else "model",
+        first_loss=follower.steps[0]["loss"] if follower.steps else None,
+        tokens_per_second=follower.tokens_per_second(),
+    )  # fmt: skip
+
+
+def _manifest_digest(run: LocalRun) -> str | None:
+    """sha256 of manifest.json: from the termination message, else computed here."""
+    if run.summary is not None and run.summary.digest:
+        return run.summary.digest.removeprefix("sha256:")
+    manifest = run.output_dir / "manifest.json"
+    if not manifest.exists():
+        return None
+    with manifest.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def describe(run: LocalRun) -> list[str]:
+    """The end summary of a successful run, plain text: steps, time, losses, throughput, result and digest."""
+    metrics = run.summary.metrics if run.summary is not None else {}
+    step, loss, eval_loss = metrics.get("step"), metrics.get("loss"), metrics.get("eval_loss")
+    facts: list[str | None] = [(f"{step:.0f} steps " if step is not None else "") + f"in {run.seconds:.1f} s"]
+    if loss is not None:
+        facts.append(
+            f"loss {run.first_loss:.4f} → {loss:.4f}" if run.first_loss is not None else f"loss {loss:.4f}"
+        )
+    facts.append(f"eval loss {eval_loss:.4f}" if eval_loss is not None else None)
+    facts.append(f"{run.tokens_per_second:,.0f} tokens/s" if run.tokens_per_second is not None else None)
+    lines = [f"trained {run.name}: " + ", ".join(f for f in facts if f), f"{run.artifact}: {run.output_dir}"]
+    digest = _manifest_digest(run)
+    if digest is not None:
+        lines.append(f"digest: sha256:{digest} (manifest.json, which lists every file's digest)")
+    return lines

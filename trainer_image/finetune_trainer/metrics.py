@@ -2,8 +2,9 @@
 
 Called by the recipe: `Reporter` is opened as a context manager around the whole run (rank 0 only serves and
 logs; other ranks get a silent reporter). Each log line is one JSON object on stdout with an `event` key
-(`start`, `step`, `eval`, `checkpoint`, `done`, `failed`); `local.run_local` draws its progress bar from them and
-the operator's log tailing can parse them. The termination message is what Kubernetes copies into the pod status
+(`start`, `progress`, `step`, `eval`, `checkpoint`, `done`, `failed`, `warning`; fields in trainer_image/README.md):
+a full `step` line every `logging_steps`, a short `progress` line on the steps between, so `local.run_local`'s
+progress bar moves every step; the operator's log tailing can parse them too. The termination message is what Kubernetes copies into the pod status
 (at most 4096 bytes), so it is compact JSON: the artifact location, digests and final metrics, or the failure.
 """
 
@@ -78,7 +79,7 @@ class Reporter:
         self._window = (time.perf_counter(), step, tokens)
 
     def step(self, step: int, epoch: float, loss: float, lr: float, grad_norm: float, tokens: int) -> None:
-        """Record a finished optimizer step; log a line every `logging_steps` and at the last step."""
+        """Record a finished optimizer step: a `step` line every `logging_steps` and at the last, else `progress`."""
         if not self.enabled:
             return
         for name, value in (("step", step), ("epoch", epoch), ("loss", loss), ("learning_rate", lr),
@@ -88,6 +89,7 @@ class Reporter:
             self.gauges["gpu_memory_allocated_bytes"].set(torch.cuda.memory_allocated())
             self.gauges["gpu_memory_peak_bytes"].set(torch.cuda.max_memory_allocated())
         if step % self.logging_steps and step != self.total_steps:
+            log_event("progress", step=step, total_steps=self.total_steps, loss=loss, tokens=tokens)
             return
         started, first_step, first_tokens = self._window
         now = time.perf_counter()
@@ -97,7 +99,8 @@ class Reporter:
         self.gauges["eta_seconds"].set(eta)
         self._window = (now, step, tokens)
         log_event("step", step=step, total_steps=self.total_steps, epoch=round(epoch, 4), loss=loss, learning_rate=lr,
-                  grad_norm=grad_norm, tokens_per_second=round(rate, 1), eta_seconds=round(eta, 1))  # fmt: skip
+                  grad_norm=grad_norm, tokens=tokens, tokens_per_second=round(rate, 1),
+                  eta_seconds=round(eta, 1))  # fmt: skip
 
     def eval(self, step: int, eval_loss: float) -> None:
         """Record an evaluation."""

@@ -3,7 +3,8 @@
 Called by the recipe before it loads data or the model. Tiny presets are built by `tiny.build_tiny_preset`;
 hf:// goes through huggingface_hub / datasets into `paths.cache_dir`; http(s) files are downloaded there after the
 resolved address is checked to be public (the API only checks the literal host); pvc:// and configmap:// are
-volumes the operator mounts under `paths.data_dir`. Failures raise `StorageError` naming the URI and the cause.
+volumes the operator mounts under `paths.data_dir`. A model folder is checked to hold a checkpoint before anything
+loads it. Failures raise `StorageError` naming the URI or folder and the cause.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from finetune_operator.api.presets import PRESETS
 from finetune_operator.api.trainer import TrainerPaths
 from finetune_operator.api.uris import scheme_of
 
-from finetune_trainer import tiny
-
 DOWNLOAD_TIMEOUT_S = 60.0
 """Per-connection timeout for http(s) datasets: a stalled server fails the run instead of hanging it."""
 
@@ -38,18 +37,53 @@ def _split_hf(uri: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
-def _mounted(uri: str, paths: TrainerPaths) -> Path:
-    """pvc://claim/path and configmap://name/key, read from the volume mounted under `data_dir`.
+def mounted_candidates(uri: str, data_dir: Path) -> tuple[Path, Path]:
+    """Where pvc://claim/path and configmap://name/key may be under `data_dir`, in the order they are tried.
 
     The volume may be mounted at `data_dir/<claim>` (several volumes side by side) or at `data_dir` itself (one
-    volume); the first that holds `path` wins.
+    volume).
     """
     volume, _, inner = uri.split("://", 1)[1].partition("/")
-    root = Path(paths.data_dir)
-    for candidate in (root / volume / inner, root / inner):
+    return data_dir / volume / inner, data_dir / inner
+
+
+def _mounted(uri: str, paths: TrainerPaths) -> Path:
+    """The first of `mounted_candidates` that exists; StorageError naming both otherwise."""
+    tried = mounted_candidates(uri, Path(paths.data_dir))
+    for candidate in tried:
         if candidate.exists():
             return candidate
-    raise StorageError(f"{uri}: {root / inner} does not exist in the mounted volume")
+    raise StorageError(f"{uri}: neither {tried[0]} nor {tried[1]} exists in the mounted volume")
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+    "vocab.json", "vocab.txt",
+)  # fmt: skip
+"""Any one of these means the folder has a tokenizer (transformers reports a half-saved one itself)."""
+
+
+def check_model_dir(path: Path) -> Path:
+    """`path` when it holds a Hugging Face checkpoint; else StorageError naming the folder and what it lacks."""
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise StorageError(f"model folder {path} {what}; give the folder that save_pretrained wrote")
+    names = {child.name for child in path.iterdir()}
+    missing = []
+    if "config.json" not in names:
+        missing.append("config.json")
+    if not names & set(TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json, tokenizer.model, vocab.json + merges.txt or vocab.txt)")
+    if not any(
+        n.endswith(".safetensors") or (n.startswith("pytorch_model") and n.endswith(".bin")) for n in names
+    ):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if missing:
+        raise StorageError(
+            f"model folder {path} is {'empty' if not names else 'incomplete'}: missing {'; '.join(missing)}. It "
+            "must hold a Hugging Face checkpoint: the model and its tokenizer as save_pretrained writes them"
+        )
+    return path
 
 
 def _fetch_hf_model(uri: str, paths: TrainerPaths) -> Path:
@@ -69,14 +103,16 @@ def resolve_model(model: ModelSpec, paths: TrainerPaths) -> Path:
         if preset is None:
             raise StorageError(f"unknown model preset {model.preset!r}; known: {', '.join(PRESETS)}")
         if preset.tiny:
+            from finetune_trainer import tiny  # torch and transformers: not needed by `finetune run`'s checks
+
             return tiny.build_tiny_preset(preset.source, Path(paths.cache_dir))
         return _fetch_hf_model(preset.source, paths)
     uri = model.uri or ""
     scheme = scheme_of(uri)
     if scheme == "hf":
-        return _fetch_hf_model(uri, paths)
+        return check_model_dir(_fetch_hf_model(uri, paths))
     if scheme == "pvc":
-        return _mounted(uri, paths)
+        return check_model_dir(_mounted(uri, paths))
     raise StorageError(f"model {uri}: {scheme}:// models are not supported by this trainer image yet")
 
 

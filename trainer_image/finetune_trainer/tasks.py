@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from finetune_operator.api.data import ColumnMapping, TaskSpec
 
-from finetune_trainer.data import DataError, Record
+from finetune_trainer.data import DataError, Record, Row
 
 HEAD_MODULES = ("lm_head", "score", "classifier", "qa_outputs")
 """Names of the output heads transformers puts on top of a base model; QLoRA keeps them unquantized."""
@@ -199,15 +199,15 @@ ENCODERS: dict[str, Encoder] = {
 
 
 def encode_all(
-    rows: list[Record], tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+    rows: list[Row], tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
 ) -> list[Features]:
-    """Encode every row; a DataError is re-raised with the row number in front."""
+    """Encode every row; a DataError is re-raised with the row's place in the file in front."""
     encoder, encoded = ENCODERS[task.type], []
-    for number, row in enumerate(rows, start=1):
+    for row in rows:
         try:
-            encoded.append(encoder(row, tokenizer, task, columns, max_len))
+            encoded.append(encoder(row.fields, tokenizer, task, columns, max_len))
         except DataError as exc:
-            raise DataError(f"row {number}: {exc}") from None
+            raise DataError(f"{row.where}: {exc}") from None
     return encoded
 
 

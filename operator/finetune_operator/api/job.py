@@ -23,6 +23,10 @@ KIND = "FineTuneJob"
 PLURAL = "finetunejobs"
 MAX_NAME_LENGTH = 50
 """Child objects append suffixes such as `-worker-0` to the job's name; 50 keeps them within 63 characters."""
+_SUFFIXES = "child objects are named after the job plus suffixes such as `-worker-0` and must fit Kubernetes' 63-character limit"
+NAME_TOO_LONG = f"metadata.name must be at most {MAX_NAME_LENGTH} characters: {_SUFFIXES}"
+GENERATE_NAME_LENGTH = MAX_NAME_LENGTH - 5
+"""The API server appends 5 random characters to `generateName`."""
 
 
 def _block(model: type[ApiModel], description: str) -> Any:
@@ -135,8 +139,9 @@ class ObjectMeta(ApiModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_SUBDOMAIN)
-    generate_name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH - 5)
+    # Lengths are rules, not max_length: pydantic's "at most 50 characters" would not say why.
+    name: str | None = Field(default=None, min_length=1, pattern=DNS_SUBDOMAIN)
+    generate_name: str | None = Field(default=None)
     namespace: str | None = Field(default=None, max_length=63)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -147,6 +152,13 @@ class ObjectMeta(ApiModel):
             message="metadata.name is required",
             check=lambda m: m.name is not None or m.generate_name is not None,
             server=False,
+        ),
+        Rule(
+            field="generateName",
+            message=f"metadata.generateName must be at most {GENERATE_NAME_LENGTH} characters: the API server "
+            f"appends 5 random ones to make metadata.name, which may have {MAX_NAME_LENGTH} ({_SUFFIXES})",
+            check=lambda m: m.generate_name is None or len(m.generate_name) <= GENERATE_NAME_LENGTH,
+            server=False,  # the API server fills in metadata.name first, and the rule below checks that
         ),
     )
 
@@ -167,7 +179,7 @@ class FineTuneJob(ApiModel):
     rules = (
         Rule(
             field="metadata.name",
-            message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters (child objects add suffixes)",
+            message=NAME_TOO_LONG,
             check=lambda j: j.metadata.name is None or len(j.metadata.name) <= MAX_NAME_LENGTH,
             cel=f"!has(self.metadata.name) || self.metadata.name.size() <= {MAX_NAME_LENGTH}",
         ),

@@ -33,6 +33,12 @@ _SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
     "configmap": (re.compile(rf"^configmap://{_DNS_LABEL}/[-._a-zA-Z0-9]+$"), "configmap://name/key"),
 }
 
+LOCAL_PATH_HINT = (
+    "; a pod cannot read a local path: put it on a volume (pvc://claim/path), which `finetune run` reads from a "
+    "local folder, or train locally with `finetune run --dataset FILE` / `--model DIR` (see `finetune run --help`)"
+)
+"""Added to the refusal of a plain path."""
+
 _BLOCKED_HOSTS = {"localhost", "metadata", "metadata.google.internal", "instance-data", "kubernetes.default"}
 _BLOCKED_SUFFIXES = (".localhost", ".internal", ".local", ".svc", ".cluster.local")
 
@@ -47,7 +53,8 @@ def check_uri(uri: str, allowed: tuple[Scheme, ...]) -> str:
     scheme = scheme_of(uri)
     if scheme not in allowed:
         shapes = ", ".join(f"{s}://…" for s in allowed)
-        raise ValueError(f"unsupported URI {uri!r}; use one of {shapes}")
+        local = "" if scheme else LOCAL_PATH_HINT
+        raise ValueError(f"unsupported URI {uri!r}; use one of {shapes}{local}")
     if scheme in ("http", "https"):
         _check_public_url(uri)
         return uri
