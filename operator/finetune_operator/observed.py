@@ -130,3 +130,54 @@ def pod_facts(pods: list[dict[str, Any]]) -> PodFacts:
                     facts["unschedulable_since"] = since
                 facts["unschedulable_message"] = condition.get("message", "")
     return PodFacts(**facts)
+
+
+def _pick(obj: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        obj = obj.get(key) or {}
+    return obj or None
+
+
+def slim_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A FineTuneJob without what the operator never reads (managedFields, kubectl's last-applied copy)."""
+    meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("kubectl.kubernetes.io/")
+    }
+    return {**body, "metadata": {**meta, "annotations": annotations}}
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """What `pod_facts` and the poller read of a pod: the operator keeps thousands of these in memory."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    return {
+        "metadata": {k: meta.get(k) for k in ("name", "creationTimestamp", "deletionTimestamp", "labels")},
+        "status": {
+            "phase": status.get("phase"),
+            "podIP": status.get("podIP"),
+            "reason": status.get("reason"),
+            "message": status.get("message"),
+            "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"],
+            "containerStatuses": [_trainer_status(pod)],
+        },
+    }
+
+
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """What `job_facts` and the reconciler read of a Job: suspension, conditions and the placement it runs with."""
+    template = _pick(job, "spec", "template", "spec") or {}
+    containers = template.get("containers") or [{}]
+    placement = {k: template.get(k) for k in ("nodeSelector", "tolerations", "affinity", "priorityClassName")}
+    return {
+        "metadata": {k: (job.get("metadata") or {}).get(k) for k in ("name", "uid")},
+        "spec": {
+            "suspend": _pick(job, "spec", "suspend") or False,
+            "template": {
+                "spec": {"containers": [{"resources": containers[0].get("resources")}], **placement}
+            },
+        },
+        "status": {
+            "conditions": _pick(job, "status", "conditions") or [],
+            "active": _pick(job, "status", "active") or 0,
+        },
+    }

@@ -53,6 +53,7 @@ class Reconciler:
         self.kube, self.settings, self.metrics = kube, settings, metrics
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._written: dict[str, dict[str, Any]] = {}
+        self._owners: dict[str, tuple[str | None, Owner | None, str | None]] = {}
         self.failed: set[str] = set()
         """Jobs whose last reconcile raised: the poller retries them (watch events are not redelivered)."""
 
@@ -67,6 +68,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         """Drop what is kept for a deleted job."""
         self._written.pop(uid, None)
+        self._owners.pop(uid, None)
         self._locks.pop(uid, None)
         self.failed.discard(uid)
 
@@ -92,12 +94,7 @@ class Reconciler:
         generation = int(meta.get("generation") or 1)
         if previous.get("phase") in TERMINAL and previous.get("observedGeneration") == generation:
             return
-        owner: Owner | None = None
-        invalid: str | None = None
-        try:
-            owner = Owner.from_body(body)
-        except ValidationError as exc:
-            invalid = "; ".join(describe(exc))
+        owner, invalid = self._parse(body)
         if owner is not None:
             job = self._converge_children(owner, job, generation, previous)
         policy = owner.job.spec.run_policy if owner else None
@@ -109,13 +106,28 @@ class Reconciler:
         )  # fmt: skip
         self.write_status(body, derive(obs))
 
+    def _parse(self, body: dict[str, Any]) -> tuple[Owner | None, str | None]:
+        """The parsed job, or why its spec cannot run; parsed once per resourceVersion (pod events are many)."""
+        meta = body["metadata"]
+        cached = self._owners.get(meta["uid"])
+        if cached is not None and cached[0] == meta.get("resourceVersion"):
+            return cached[1], cached[2]
+        owner: Owner | None = None
+        invalid: str | None = None
+        try:
+            owner = Owner.from_body(body)
+        except ValidationError as exc:
+            invalid = "; ".join(describe(exc))
+        self._owners[meta["uid"]] = (meta.get("resourceVersion"), owner, invalid)
+        return owner, invalid
+
     def _converge_children(
         self, owner: Owner, job: dict[str, Any] | None, generation: int, previous: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Create what is missing and apply what the spec changed; returns the Job as now known."""
-        *others, desired_job = workload.desired(owner, self.settings)
         ns, job_name = owner.namespace, names.job(owner.name)
         if job is None:
+            *others, desired_job = workload.desired(owner, self.settings)
             for obj in others:
                 self.kube.apply(obj)
             if self.kube.create_job(desired_job):
@@ -129,11 +141,9 @@ class Reconciler:
         if policy.suspend and not suspended:
             self.kube.suspend_job(ns, job_name, True)
         elif not policy.suspend and suspended and policy.queue_name is None:
-            if _placement(job) != _placement(desired_job):
+            if _placement(job) != _placement(workload.job(owner, self.settings)):
                 logger.info("resources of %s/%s changed while suspended: recreating its Job", ns, owner.name)
-                self.kube.delete_job(
-                    ns, job_name
-                )  # the next reconcile (on the delete event) creates it again
+                self.kube.delete_job(ns, job_name)  # the reconcile on its delete event creates it again
             else:
                 self.kube.suspend_job(ns, job_name, False)
         return job

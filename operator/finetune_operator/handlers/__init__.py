@@ -1,6 +1,7 @@
 """Every event the operator reacts to, in one place (thin Kopf glue; the work is in `reconciler.py`).
 
-- Indexes keep the FineTuneJobs, their Jobs and their pods in memory (no reads on the hot path).
+- Indexes keep the FineTuneJobs, their Jobs and their pods in memory (no reads on the hot path), each reduced to
+  what the operator reads (`observed.slim_*`): thousands of pods stay cheap.
 - A watch event of a FineTuneJob, of a Job or of a pod the operator created reconciles that FineTuneJob.
 - At startup the poller starts (`poller.py`): progress of running jobs and time-based changes (Stalled).
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from finetune_operator import poller
+from finetune_operator import observed, poller
 from finetune_operator.api import GROUP, PLURAL, VERSION
 from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
 from finetune_operator.reconciler import Reconciler
@@ -49,19 +50,19 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     def finetunejobs(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
-        return {_key(namespace, name): dict(body)}
+        return {_key(namespace, name): observed.slim_body(dict(body))}
 
     @kopf.index("batch", "v1", "jobs", labels=OURS, id="trainer_jobs", registry=registry)
     def trainer_jobs(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
-        return {_key(namespace, labels[LABEL_JOB_NAME]): dict(body)}
+        return {_key(namespace, labels[LABEL_JOB_NAME]): observed.slim_job(dict(body))}
 
     @kopf.index("", "v1", "pods", labels=OURS, id="trainer_pods", registry=registry)
     def trainer_pods(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
-        return {_key(namespace, labels[LABEL_JOB_NAME]): dict(body)}
+        return {_key(namespace, labels[LABEL_JOB_NAME]): observed.slim_pod(dict(body))}
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def finetunejob_changed(
@@ -70,7 +71,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         if type == "DELETED":
             reconciler.forget(body["metadata"]["uid"])
         elif body.get("metadata", {}).get("deletionTimestamp") is None:
-            reconcile(_key(namespace, name), kwargs, dict(body))
+            reconcile(_key(namespace, name), kwargs, observed.slim_body(dict(body)))
 
     @kopf.on.event("batch", "v1", "jobs", labels=OURS, registry=registry)
     def job_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
