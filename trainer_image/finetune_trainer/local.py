@@ -8,11 +8,13 @@ which digests skip; the log's tail is shown if the run fails.
 
 Local stand-ins for cluster storage: a `configmap://name/key` dataset is read from a ConfigMap document named `name`
 in the same file (as in `examples/tiny-lora.yaml`); `pvc://claim/path` is read as `<data_dir>/path`, where
-`data_dir` defaults to the manifest's folder.
+`data_dir` defaults to the manifest's folder. A manifest with `metadata.generateName` is named as the API server
+would name it, with a suffix derived from the output folder, so that a rerun into the same folder keeps the name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -33,6 +35,9 @@ DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "
 
 LOCAL_DIR = ".local"
 """Folder under the output for the run's own files; hidden, so `output.digests` leaves it out."""
+
+_NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""The characters the API server appends to a generateName prefix (no vowels, no look-alikes)."""
 
 
 @dataclass
@@ -57,6 +62,15 @@ def _materialise_configmap(documents: list[dict[str, Any]], uri: str, data_dir: 
     raise ValueError(f"{uri}: put a ConfigMap named {name!r} in the same file to run it locally")
 
 
+def local_name(job: api.FineTuneJob, output_dir: Path) -> str:
+    """The job's name; for a generateName manifest, the prefix and 5 characters derived from `output_dir`."""
+    if job.metadata.name:
+        return job.metadata.name
+    digest = hashlib.sha256(str(output_dir).encode()).digest()
+    suffix = "".join(_NAME_SUFFIX_ALPHABET[b % len(_NAME_SUFFIX_ALPHABET)] for b in digest[:5])
+    return f"{job.metadata.generate_name}{suffix}"
+
+
 def build_local_config(
     manifest: Path, output_dir: Path, max_steps: int | None, data_dir: Path | None = None
 ) -> TrainerConfig:
@@ -73,7 +87,8 @@ def build_local_config(
         output_dir=str(output_dir), checkpoint_dir=str(output_dir / "checkpoints"), cache_dir=str(DEFAULT_CACHE),
         data_dir=str(data_dir or manifest.parent), termination_message_path=str(output_dir / LOCAL_DIR / "termination-log"),
     )  # fmt: skip
-    cfg = trainer_config(job, paths)
+    named = job.metadata.model_copy(update={"name": local_name(job, output_dir)})
+    cfg = trainer_config(job.model_copy(update={"metadata": named}), paths)
     return cfg.model_copy(update={"max_steps_override": max_steps, "metrics_port": 0})
 
 
