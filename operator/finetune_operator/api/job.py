@@ -103,6 +103,18 @@ class FineTuneJobSpec(ApiModel):
             cel="!has(self.training.evalSteps) || self.dataset.validationSplit > 0.0",
         ),
         Rule(
+            field="training.optimizer",
+            message="distributed.deepspeed.offloadOptimizer cpu steps the optimizer with DeepSpeed's CPU AdamW; "
+            "set training.optimizer to adamw, or offloadOptimizer to none to keep sgd or an 8-bit optimizer",
+            check=lambda s: (
+                s.distributed.deepspeed is None
+                or s.distributed.deepspeed.offload_optimizer != "cpu"
+                or s.training.optimizer == "adamw"
+            ),
+            cel="!has(self.distributed.deepspeed) || self.distributed.deepspeed.offloadOptimizer != 'cpu' "
+            "|| self.training.optimizer == 'adamw'",
+        ),
+        Rule(
             field="resources.gpu.count",
             message="real model presets need a GPU: set resources.gpu.count ≥ 1 or use a tiny-* preset",
             check=lambda s: s.model.preset not in real_presets() or _gpus(s) != 0,
