@@ -267,14 +267,19 @@ INVALID_SPECS: list[InvalidSpec] = [
             ("bf16", {"enabled": False}),
         )
     ),
-    # DeepSpeed's CPU offload steps its own AdamW: another optimizer would be silently replaced.
+    # DeepSpeed ZeRO refuses optimizers it has not tested, and its CPU offload steps its own AdamW.
     *(
         _case(
-            f"{optimizer}-with-optimizer-offload",
+            f"{optimizer}-with-zero",
             "spec.training.optimizer",
-            {"training": {"optimizer": optimizer}, "distributed": {"deepspeed": {"offloadOptimizer": "cpu"}}},
+            {"training": {"optimizer": optimizer}, "distributed": {"deepspeed": {"zeroStage": 1}}},
         )
         for optimizer in ("sgd", "adamw-8bit", "paged-adamw-8bit")
+    ),
+    _case(
+        "sgd-with-optimizer-offload",
+        "spec.training.optimizer",
+        {"training": {"optimizer": "sgd"}, "distributed": {"deepspeed": {"offloadOptimizer": "cpu"}}},
     ),
     _case("nodes-zero", "spec.distributed.nodes", {"distributed": {"nodes": 0}}),
     _case(

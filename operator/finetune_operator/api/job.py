@@ -104,14 +104,15 @@ class FineTuneJobSpec(ApiModel):
         ),
         Rule(
             field="training.optimizer",
-            message="distributed.deepspeed.offloadOptimizer cpu steps the optimizer with DeepSpeed's CPU AdamW; "
-            "set training.optimizer to adamw, or offloadOptimizer to none to keep sgd or an 8-bit optimizer",
+            message="DeepSpeed ZeRO (zeroStage 1-3, and its CPU offload) runs training.optimizer adamw only; set "
+            "it to adamw, or distributed.deepspeed.zeroStage to 0 (or remove deepspeed) to keep sgd or an 8-bit "
+            "optimizer",
             check=lambda s: (
                 s.distributed.deepspeed is None
-                or s.distributed.deepspeed.offload_optimizer != "cpu"
+                or s.distributed.deepspeed.zero_stage == 0
                 or s.training.optimizer == "adamw"
             ),
-            cel="!has(self.distributed.deepspeed) || self.distributed.deepspeed.offloadOptimizer != 'cpu' "
+            cel="!has(self.distributed.deepspeed) || self.distributed.deepspeed.zeroStage == 0 "
             "|| self.training.optimizer == 'adamw'",
         ),
         Rule(

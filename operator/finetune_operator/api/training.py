@@ -61,7 +61,7 @@ class TrainingSpec(ApiModel):
         default="adamw",
         description=(
             "Optimizer. The 8-bit variants (bitsandbytes) save optimizer memory; sgd uses momentum 0.9. "
-            "DeepSpeed's offloadOptimizer cpu needs adamw."
+            "DeepSpeed ZeRO (zeroStage ≥ 1) needs adamw."
         ),
     )
     max_grad_norm: float = Field(
