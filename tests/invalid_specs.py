@@ -81,6 +81,13 @@ INVALID_SPECS: list[InvalidSpec] = [
     _case("model-neither", "spec.model.preset", {"model": {"preset": DELETE}}),
     _case("model-unknown-preset", "spec.model.preset", {"model": {"preset": "gpt-5"}}),
     _case("model-uri-bad-scheme", "spec.model.uri", {"model": {"preset": DELETE, "uri": "ftp://host/model"}}),
+    # s3:// and oci:// are refused until the trainer can read and write them (they would fail inside the pod).
+    _case("model-s3", "spec.model.uri", {"model": {"preset": DELETE, "uri": "s3://models/base-7b"}}),
+    _case(
+        "model-oci",
+        "spec.model.uri",
+        {"model": {"preset": DELETE, "uri": "oci://registry.example.com/m/base:v1"}},
+    ),
     _case(
         "model-uri-malformed-hf",
         "spec.model.uri",
@@ -100,6 +107,16 @@ INVALID_SPECS: list[InvalidSpec] = [
     _case("lora-r-zero", "spec.method.lora.r", {"method": {"lora": {"r": 0}}}),
     _case("lora-r-huge", "spec.method.lora.r", {"method": {"lora": {"r": 4096}}}),
     _case("lora-dropout-one", "spec.method.lora.dropout", {"method": {"lora": {"dropout": 1.0}}}),
+    _case(
+        "lora-all-linear-and-names",
+        "spec.method.lora.targetModules",
+        {"method": {"lora": {"targetModules": ["all-linear", "q_proj"]}}},
+    ),
+    _case(
+        "lora-no-target-modules",
+        "spec.method.lora.targetModules",
+        {"method": {"lora": {"targetModules": []}}},
+    ),
     _case(
         "quant-bits-3",
         "spec.method.quantization.bits",
@@ -195,12 +212,24 @@ INVALID_SPECS: list[InvalidSpec] = [
     ),
     _case("dataset-format-unknown", "spec.dataset.format", {"dataset": {"format": "xml"}}),
     _case("dataset-format-hf-on-configmap", "spec.dataset.format", {"dataset": {"format": "hf"}}),
+    _case(
+        "dataset-jsonl-format-on-hf",
+        "spec.dataset.format",
+        {"dataset": {"uri": "hf://org/data", "format": "jsonl"}},
+    ),
+    _case("dataset-split-on-a-file", "spec.dataset.split", {"dataset": {"split": "validation"}}),
+    _case("dataset-s3", "spec.dataset.uri", {"dataset": {"uri": "s3://corpora/train.jsonl"}}),
     _case("validation-split-too-big", "spec.dataset.validationSplit", {"dataset": {"validationSplit": 0.9}}),
     _case("max-samples-zero", "spec.dataset.maxSamples", {"dataset": {"maxSamples": 0}}),
     # training
     _case("epochs-and-max-steps", "spec.training.maxSteps", {"training": {"epochs": 1, "maxSteps": 10}}),
     _case("learning-rate-negative", "spec.training.learningRate", {"training": {"learningRate": -0.1}}),
     _case("scheduler-unknown", "spec.training.lrScheduler", {"training": {"lrScheduler": "step"}}),
+    _case(
+        "constant-scheduler-with-warmup",
+        "spec.training.warmupRatio",
+        {"training": {"lrScheduler": "constant"}},
+    ),
     _case("precision-int8", "spec.training.precision", {"training": {"precision": "int8"}}),
     _case("batch-size-zero", "spec.training.perDeviceBatchSize", {"training": {"perDeviceBatchSize": 0}}),
     _case("max-seq-length-tiny", "spec.training.maxSeqLength", {"training": {"maxSeqLength": 4}}),
@@ -235,6 +264,33 @@ INVALID_SPECS: list[InvalidSpec] = [
         "deepspeed-override-batch",
         "spec.distributed.deepspeed.overrides",
         {"distributed": {"deepspeed": {"overrides": {"train_batch_size": 64}}}},
+    ),
+    *(
+        _case(
+            f"deepspeed-override-{key}",
+            "spec.distributed.deepspeed.overrides",
+            {"distributed": {"deepspeed": {"overrides": {key: value}}}},
+        )
+        for key, value in (
+            ("optimizer", {"type": "Adam", "params": {"lr": 0.001}}),
+            ("scheduler", {"type": "WarmupLR"}),
+            ("gradient_clipping", 0.5),
+            ("bf16", {"enabled": False}),
+        )
+    ),
+    # DeepSpeed ZeRO refuses optimizers it has not tested, and its CPU offload steps its own AdamW.
+    *(
+        _case(
+            f"{optimizer}-with-zero",
+            "spec.training.optimizer",
+            {"training": {"optimizer": optimizer}, "distributed": {"deepspeed": {"zeroStage": 1}}},
+        )
+        for optimizer in ("sgd", "adamw-8bit", "paged-adamw-8bit")
+    ),
+    _case(
+        "sgd-with-optimizer-offload",
+        "spec.training.optimizer",
+        {"training": {"optimizer": "sgd"}, "distributed": {"deepspeed": {"offloadOptimizer": "cpu"}}},
     ),
     _case("nodes-zero", "spec.distributed.nodes", {"distributed": {"nodes": 0}}),
     _case(
@@ -272,7 +328,9 @@ INVALID_SPECS: list[InvalidSpec] = [
     ),
     # output and run policy
     _case("output-https", "spec.output.uri", {"output": {"uri": "https://example.com/upload"}}),
-    _case("output-oci-malformed", "spec.output.uri", {"output": {"uri": "oci://Registry"}}, server=False),
+    _case("output-oci-malformed", "spec.output.uri", {"output": {"uri": "oci://Registry"}}),
+    _case("output-s3", "spec.output.uri", {"output": {"uri": "s3://models/out"}}),
+    _case("output-oci", "spec.output.uri", {"output": {"uri": "oci://registry.example.com/adapters/a:v1"}}),
     _case(
         "merge-adapter-full",
         "spec.output.mergeAdapter",

@@ -99,7 +99,7 @@ def test_generated_config_merges_overrides() -> None:
 
     spec = DeepSpeedSpec.model_validate({
         "zeroStage": 3, "offloadOptimizer": "cpu", "offloadParams": "cpu",
-        "overrides": {"bf16": {"enabled": False, "immediate_grad_update": True}, "communication_data_type": "fp32"},
+        "overrides": {"communication_data_type": "fp32", "flops_profiler": {"enabled": True}},
     })  # fmt: skip
     training = TrainingSpec.model_validate({"perDeviceBatchSize": 2, "gradientAccumulationSteps": 4})
 
@@ -114,7 +114,9 @@ def test_generated_config_merges_overrides() -> None:
         "offload_param": {"device": "cpu", "pin_memory": True},
         "stage3_gather_16bit_weights_on_model_save": True,
     }
-    assert config["bf16"] == {"enabled": False, "immediate_grad_update": True}
+    assert config["bf16"] == {"enabled": True}
     assert config["communication_data_type"] == "fp32"
+    assert config["flops_profiler"] == {"enabled": True}
+    assert deepspeed_config.merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
     assert config["optimizer"]["type"] == "AdamW"
     json.dumps(config)  # DeepSpeed receives it as JSON-compatible data

@@ -16,7 +16,12 @@ import peft
 import pytest
 import torch
 import transformers
+from finetune_operator import api
+from finetune_trainer import engine
+from finetune_trainer import model as model_lib
+from finetune_trainer.distributed import World
 
+from tests.invalid_specs import merge, minimal_job
 from tests.trainer import avx512bf16
 from tests.trainer.trainerkit import INSTRUCTIONS, LLAMA, Run, make_config
 
@@ -74,7 +79,6 @@ def test_adapter_methods_learn_and_load_back(
 
 def test_qlora_trains_adapters_on_a_4bit_base(tmp_path: Path, train: Callable[..., Run]) -> None:
     import bitsandbytes as bnb
-    from finetune_trainer import model as model_lib
 
     train({"model": {"preset": "tiny-llama"}, "training": {"maxSteps": 1}}, INSTRUCTIONS)  # builds the preset
     cfg = make_config(
@@ -161,8 +165,9 @@ def test_manifest_and_termination_message_carry_digests(train: Callable[..., Run
         {"method": {"type": "qlora", "quantization": {"bits": 8}}},
         {"method": {"type": "qlora", "quantization": {"bits": 4}}, "training": {"precision": "bf16"}},
         {"training": {"precision": "bf16"}},
+        {"training": {"precision": "fp16"}},
     ],
-    ids=["qlora-8bit", "qlora-bf16-compute", "lora-bf16-autocast"],
+    ids=["qlora-8bit", "qlora-bf16-compute", "lora-bf16-autocast", "lora-fp16-scaled"],
 )
 def test_other_quantizations_and_precisions_train(train: Callable[..., Run], spec: dict[str, Any]) -> None:
     run = train({"model": {"preset": "tiny-llama"}, **spec}, INSTRUCTIONS)
@@ -170,3 +175,13 @@ def test_other_quantizations_and_precisions_train(train: Callable[..., Run], spe
     assert run.rc == 0, run.summary
     assert run.losses[1] == pytest.approx(FIRST_LOSS, abs=0.01)
     assert run.losses[20] < run.losses[1] - 0.2
+
+
+def test_fp16_scales_the_loss_on_cpu_too() -> None:
+    spec = api.parse(merge(minimal_job(), {"spec": {"training": {"precision": "fp16"}}})).spec
+    cpu = torch.device("cpu")
+    placement = model_lib.Placement(cpu, model_lib.resolve_precision(spec.training.precision, cpu))
+
+    built = engine.TorchEngine(torch.nn.Linear(4, 4), spec, placement, World(0, 0, 1), total_steps=10)
+
+    assert built.scaler.is_enabled()  # the default (CUDA) scaler would disable itself here

@@ -1,14 +1,18 @@
-"""Rank 0's Prometheus endpoint and JSON log lines."""
+"""Rank 0's Prometheus endpoint, JSON log lines and termination message."""
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from finetune_operator.api.trainer import TERMINATION_MESSAGE_LIMIT, Metric, TerminationMessage
 from finetune_trainer import metrics
+
+from tests.trainer.trainerkit import INSTRUCTIONS, make_config, start, wait_for_step, write_config
 
 
 def _free_port() -> int:
@@ -65,10 +69,32 @@ def test_other_ranks_stay_silent(capsys: pytest.CaptureFixture[str]) -> None:
 def test_termination_message_fits_in_4k(tmp_path: Path) -> None:
     path = tmp_path / "termination-log"
     digests = {f"merged/model-{i:05}.safetensors": "0" * 64 for i in range(100)}
-    metrics.write_termination_message(
-        path, {"status": "Succeeded", "metrics": {"loss": 1.0}, "digests": digests}
+    message = TerminationMessage(
+        status="Succeeded", digest="sha256:" + "1" * 64, metrics={"loss": 1.0}, digests=digests
     )
+    metrics.write_termination_message(path, message)
 
-    summary = json.loads(path.read_text())
-    assert len(path.read_bytes()) <= metrics.TERMINATION_MESSAGE_LIMIT
-    assert summary["digests"] == "see manifest.json"
+    assert len(path.read_bytes()) <= TERMINATION_MESSAGE_LIMIT
+    summary = TerminationMessage.model_validate_json(path.read_text())
+    assert summary.digests is None  # per-file digests are in manifest.json; its own digest stays
+    assert summary.digest == message.digest
+
+
+def test_a_real_run_serves_its_planned_total_steps(tmp_path: Path) -> None:
+    # 1000 epochs of 2 steps: the total is planned from the data, and the run is still going when scraped.
+    spec = {"model": {"preset": "tiny-llama"}, "training": {"maxSteps": None, "epochs": 1000}}
+    cfg = make_config(tmp_path, spec, INSTRUCTIONS).model_copy(update={"metrics_port": _free_port()})
+    process = start([sys.executable, "-m", "finetune_trainer", "--config", str(write_config(cfg))],
+                    tmp_path / "stderr.log")  # fmt: skip
+    try:
+        logged = wait_for_step(process, 2)
+        served = _scrape(cfg.metrics_port)
+    finally:
+        process.terminate()
+        process.communicate(timeout=120)
+
+    assert logged["total_steps"] == 2000
+    assert served[Metric.TOTAL_STEPS] == 2000
+    assert served[Metric.STEP] >= 2
+    assert served[Metric.EPOCH] == pytest.approx(served[Metric.STEP] / 2)
+    assert served[Metric.LOSS] > 0

@@ -126,6 +126,28 @@ def trainer_command(config_file: Path, nproc: int, module: str = "finetune_train
             "-m", module, "--config", str(config_file)]  # fmt: skip
 
 
+def start(command: list[str], stderr: Path) -> subprocess.Popen[str]:
+    """Start the trainer (`command`) in the background with its JSON log on a pipe and stderr in a file."""
+    with stderr.open("w") as errors:
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **SUBPROCESS_ENV},
+        )
+
+
+def wait_for_step(process: subprocess.Popen[str], step: int) -> dict[str, Any]:
+    """Read the trainer's log until it reports optimizer step `step` or later; fails if the trainer ends first."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith('{"event": "step"') and json.loads(line)["step"] >= step:
+            return dict(json.loads(line))
+    raise AssertionError(f"the trainer ended (rc {process.wait()}) before logging step {step}")
+
+
 def launch(cfg: TrainerConfig, nproc: int = 1, timeout: float = 600, module: str = "finetune_trainer") -> Run:
     """Run the trainer (or the entry `module`, run from the repository root) under torchrun and wait for it."""
     done = subprocess.run(

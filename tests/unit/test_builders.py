@@ -96,13 +96,12 @@ def test_shared_memory_is_a_memory_empty_dir_of_the_requested_size() -> None:
 
 def test_secrets_reach_the_container_by_reference_only() -> None:
     spec = {"model": {"uri": "hf://org/model", "accessSecretRef": {"name": "hf", "key": "HF_TOKEN"}},
-            "dataset": {"uri": "hf://org/data", "secretRef": {"name": "hf", "key": "HF_TOKEN"}},
-            "output": {"uri": "s3://bucket/out", "pushSecretRef": {"name": "aws"}}}  # fmt: skip
+            "dataset": {"uri": "hf://org/data", "secretRef": {"name": "data-keys"}}}  # fmt: skip
     container = _container(**spec)
     assert [e for e in container["env"] if e["name"] == "HF_TOKEN"] == [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}}
     ]
-    assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    assert container["envFrom"] == [{"secretRef": {"name": "data-keys"}}]
     config = workload.config_map(owner(**spec))["data"][CONFIG_FILE_NAME]
     assert "valueFrom" not in config and "secretKeyRef" not in config
 
@@ -154,7 +153,11 @@ def test_run_policy_maps_to_the_job() -> None:
         "action": "FailJob",
         "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]},
     }
-    assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    assert rules[1] == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [143]},
+    }
+    assert rules[2]["action"] == "Ignore" and rules[2]["onPodConditions"][0]["type"] == "DisruptionTarget"
     assert workload.job(owner(runPolicy={"suspend": True}), SETTINGS)["spec"]["suspend"] is True
 
 

@@ -12,7 +12,7 @@ from finetune_operator.cli import app
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from tests.invalid_specs import INVALID_SPECS, InvalidSpec, minimal_job
+from tests.invalid_specs import INVALID_SPECS, InvalidSpec, merge, minimal_job
 
 
 def test_there_are_enough_cases() -> None:
@@ -99,3 +99,18 @@ def test_run_refuses_an_invalid_manifest_before_training(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "spec.training.maxSteps" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"training": {"optimizer": "sgd"}},
+        {"training": {"optimizer": "adamw-8bit"}, "distributed": {"deepspeed": {"zeroStage": 0}}},
+        {"training": {"lrScheduler": "constant", "warmupRatio": 0}},
+        {"method": {"lora": {"targetModules": ["all-linear"]}}},
+        {"dataset": {"uri": "hf://org/data@main", "split": "validation", "format": "hf"}},
+    ],
+    ids=["sgd-ddp", "8bit-zero0", "constant-no-warmup", "all-linear-alone", "hf-split"],
+)
+def test_the_runnable_neighbours_of_refused_combinations_are_accepted(spec: dict[str, object]) -> None:
+    api.parse(merge(minimal_job(), {"spec": spec}))

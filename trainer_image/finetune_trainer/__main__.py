@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pydantic
 from finetune_operator.api.errors import describe
-from finetune_operator.api.trainer import TrainerConfig, TrainerPaths
+from finetune_operator.api.trainer import ExitCode, TrainerConfig, TrainerPaths, failed
 
 from finetune_trainer import metrics, recipe
 
@@ -26,11 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainerConfig.model_validate_json(args.config.read_text())
     except (OSError, pydantic.ValidationError) as exc:
         lines = describe(exc) if isinstance(exc, pydantic.ValidationError) else [str(exc)]
-        failure = {"status": "Failed", "reason": "InvalidConfig", "message": "; ".join(lines)[:2000]}
-        metrics.log_event("failed", **failure)
-        default_path = TrainerPaths().termination_message_path
-        metrics.write_termination_message(metrics.termination_message_path(default_path), failure)
-        return 2
+        default_path = metrics.termination_message_path(TrainerPaths().termination_message_path)
+        metrics.finish(default_path, failed("InvalidConfig", "; ".join(lines)))
+        return ExitCode.INVALID_CONFIG
     return recipe.main(cfg)
 
 

@@ -1,8 +1,9 @@
 """Generating the DeepSpeed config from `spec.training` and `spec.distributed.deepspeed`.
 
-Called by `engine.build_engine` when `distributed.deepspeed` is set. Batch geometry, clipping and precision come
-from `spec.training` (the API forbids overriding them); `zero_optimization` from the ZeRO fields; `overrides` are
-merged last, recursively, so `{bf16: {enabled: false}}` changes one key and keeps its siblings. Pure: no I/O.
+Called by `engine.build_engine` when `distributed.deepspeed` is set. Batch geometry, clipping, precision, the
+optimizer under CPU offload and the schedule come from `spec.training` (the API forbids overriding them:
+`RESERVED_DEEPSPEED_KEYS`); `zero_optimization` from the ZeRO fields; `overrides` are merged last, recursively, so a
+nested block changes only the keys it names. Pure: no I/O.
 """
 
 from __future__ import annotations

@@ -3,13 +3,18 @@
 Called first by the recipe. Under `torchrun` the environment carries RANK, LOCAL_RANK and WORLD_SIZE (and, for
 multi-node runs, the rendezvous that torchrun resolved); a plain `python -m finetune_trainer` is a world of one.
 CPU runs use gloo, GPU runs NCCL. DeepSpeed runs go through `deepspeed.init_distributed` so its communication
-layer and torch's share one process group.
+layer and torch's share one process group. `StopSignal` records SIGTERM so that the loop can stop between steps,
+and `any_rank` makes every rank agree to stop at the same step.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -59,15 +64,53 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _all_reduce(value: float, op: Any) -> float:
+    tensor = torch.tensor(
+        [value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu"
+    )
+    dist.all_reduce(tensor, op=op)
+    return float(tensor.item())
+
+
 def mean_over_ranks(value: float) -> float:
     """The mean of `value` across ranks."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return value
-    tensor = torch.tensor(
-        [value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu"
-    )
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / int(dist.get_world_size())
+    return _all_reduce(value, dist.ReduceOp.SUM) / int(dist.get_world_size())
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one (a collective: all ranks must call it)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    return _all_reduce(float(flag), dist.ReduceOp.MAX) > 0
+
+
+class StopSignal:
+    """Records SIGTERM (pod deletion on suspend, preemption, node drain) while the run is in this context.
+
+    Kubernetes sends SIGTERM to the container's main process, torchrun's agent, which forwards it to every worker
+    and waits for them; the loop polls `requested` between optimizer steps and stops after a checkpoint. The
+    handler is installed only in the main thread (Python allows no other) and the previous one is restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def shutdown() -> None:

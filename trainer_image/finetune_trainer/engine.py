@@ -94,7 +94,8 @@ class TorchEngine:
         self.scheduler = build_scheduler(self.optimizer, spec, total_steps)
         self.accumulation = spec.training.gradient_accumulation_steps
         self.max_grad_norm = spec.training.max_grad_norm
-        self.scaler = torch.amp.GradScaler(enabled=placement.dtype == torch.float16)
+        # On the run's device: a default (CUDA) scaler silently disables itself on CPU, leaving fp16 unscaled.
+        self.scaler = torch.amp.GradScaler(placement.device.type, enabled=placement.dtype == torch.float16)
         self.forward = model
         if world.size > 1:
             ids = [world.local_rank] if placement.device.type == "cuda" else None

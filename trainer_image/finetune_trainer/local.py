@@ -15,6 +15,9 @@ Local stand-ins for cluster storage (also in `finetune run --help` and the READM
   manifest itself must stay valid for the cluster, so plain paths are never accepted in it.
 
 The trainer sees these as a pod sees its volumes: each one linked under `<output>/.local/data/<claim or name>`.
+
+A manifest with `metadata.generateName` is named as the API server would name it, with a suffix derived from
+the output folder, so that a rerun into the same folder keeps the name.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ DATASET_CLAIM, MODEL_CLAIM = "local-dataset", "local-model"
 
 class LocalRunError(ValueError):
     """The manifest cannot run on this machine as given; the message says what to change."""
+
+
+_NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""The characters the API server appends to a generateName prefix (no vowels, no look-alikes)."""
 
 
 @dataclass
@@ -197,6 +204,15 @@ def _stage_volumes(job: api.FineTuneJob, documents: list[dict[str, Any]], manife
         (stage / claim).symlink_to(volume.resolve(), target_is_directory=True)
 
 
+def local_name(job: api.FineTuneJob, output_dir: Path) -> str:
+    """The job's name; for a generateName manifest, the prefix and 5 characters derived from `output_dir`."""
+    if job.metadata.name:
+        return job.metadata.name
+    digest = hashlib.sha256(str(output_dir).encode()).digest()
+    suffix = "".join(_NAME_SUFFIX_ALPHABET[b % len(_NAME_SUFFIX_ALPHABET)] for b in digest[:5])
+    return f"{job.metadata.generate_name}{suffix}"
+
+
 def build_local_config(
     manifest: Path,
     output_dir: Path,
@@ -208,16 +224,14 @@ def build_local_config(
     """The TrainerConfig for running `manifest` here; stages its data volumes under `output_dir/.local/data`."""
     document, documents = _read_job(manifest)
     job, links = _with_local_files(api.parse(document), dataset, model)
-    if not job.metadata.name:  # generateName: the API server would append 5 random characters
-        metadata = job.metadata.model_copy(update={"name": f"{job.metadata.generate_name}local"})
-        job = job.model_copy(update={"metadata": metadata})
     stage = output_dir / LOCAL_DIR / "data"
     _stage_volumes(job, documents, manifest, data_dir or manifest.parent, links, stage)
     paths = TrainerPaths(
         output_dir=str(output_dir), checkpoint_dir=str(output_dir / "checkpoints"), cache_dir=str(DEFAULT_CACHE),
         data_dir=str(stage), termination_message_path=str(output_dir / LOCAL_DIR / "termination-log"),
     )  # fmt: skip
-    cfg = trainer_config(job, paths)
+    named = job.metadata.model_copy(update={"name": local_name(job, output_dir)})
+    cfg = trainer_config(job.model_copy(update={"metadata": named}), paths)
     return cfg.model_copy(update={"max_steps_override": max_steps, "metrics_port": 0})
 
 

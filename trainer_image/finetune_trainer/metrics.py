@@ -2,10 +2,11 @@
 
 Called by the recipe: `Reporter` is opened as a context manager around the whole run (rank 0 only serves and
 logs; other ranks get a silent reporter). Each log line is one JSON object on stdout with an `event` key
-(`start`, `progress`, `step`, `eval`, `checkpoint`, `done`, `failed`, `warning`; fields in trainer_image/README.md):
-a full `step` line every `logging_steps`, a short `progress` line on the steps between, so `local.run_local`'s
-progress bar moves every step; the operator's log tailing can parse them too. The termination message is what Kubernetes copies into the pod status
-(at most 4096 bytes), so it is compact JSON: the artifact location, digests and final metrics, or the failure.
+(`start`, `progress`, `step`, `eval`, `checkpoint`, `stopped`, `done`, `failed`, `warning`; fields in
+trainer_image/README.md): a full `step` line every `logging_steps`, a short `progress` line on the steps between, so
+`local.run_local`'s progress bar moves every step; the operator's log tailing can parse them too. Gauge names, the
+termination message and its size limit are the pod contract (`finetune_operator.api.trainer`): the operator scrapes
+the gauges and parses the message.
 """
 
 from __future__ import annotations
@@ -19,23 +20,21 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from finetune_operator.api.trainer import ENV_TERMINATION_MESSAGE_PATH, Metric, TerminationMessage
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-TERMINATION_MESSAGE_LIMIT = 4096
-"""Kubernetes truncates termination messages to 4 KiB."""
-
-_GAUGES = {
-    "step": "Optimizer steps completed.",
-    "total_steps": "Optimizer steps the run will take.",
-    "epoch": "Current epoch (fractional).",
-    "loss": "Training loss of the last step, averaged over ranks.",
-    "eval_loss": "Loss on the held-out split at the last evaluation.",
-    "learning_rate": "Learning rate of the last step.",
-    "grad_norm": "Gradient L2 norm before clipping, at the last step.",
-    "tokens_per_second": "Training throughput over the last logging window, all ranks.",
-    "eta_seconds": "Estimated seconds until the last step.",
-    "gpu_memory_allocated_bytes": "GPU memory held by tensors on this rank.",
-    "gpu_memory_peak_bytes": "Peak GPU memory held by tensors on this rank.",
+_HELP: dict[Metric, str] = {
+    Metric.STEP: "Optimizer steps completed.",
+    Metric.TOTAL_STEPS: "Optimizer steps the run will take.",
+    Metric.EPOCH: "Current epoch (fractional).",
+    Metric.LOSS: "Training loss of the last step, averaged over ranks.",
+    Metric.EVAL_LOSS: "Loss on the held-out split at the last evaluation.",
+    Metric.LEARNING_RATE: "Learning rate of the last step.",
+    Metric.GRAD_NORM: "Gradient L2 norm before clipping, at the last step.",
+    Metric.TOKENS_PER_SECOND: "Training throughput over the last logging window, all ranks.",
+    Metric.ETA_SECONDS: "Estimated seconds until the last step.",
+    Metric.GPU_MEMORY_ALLOCATED_BYTES: "GPU memory held by tensors on this rank.",
+    Metric.GPU_MEMORY_PEAK_BYTES: "Peak GPU memory held by tensors on this rank.",
 }
 
 
@@ -51,17 +50,25 @@ class Reporter:
     def __init__(self, enabled: bool, port: int, total_steps: int, logging_steps: int):
         self.enabled = enabled
         self.port = port
-        self.total_steps = total_steps
         self.logging_steps = logging_steps
         self.registry = CollectorRegistry()
         self.gauges = {
-            name: Gauge(f"finetune_trainer_{name}", doc, registry=self.registry)
-            for name, doc in _GAUGES.items()
+            metric: Gauge(metric.value, doc, registry=self.registry) for metric, doc in _HELP.items()
         }
-        self.gauges["total_steps"].set(total_steps)
+        self.total_steps = total_steps
         self._server: Any = None
         self._cuda = torch.cuda.is_available()
         self._window = (time.perf_counter(), 0, 0)  # (time, step, tokens) at the last log line
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps the run will take; known only once the data is read, so settable (gauge included)."""
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, value: int) -> None:
+        self._total_steps = value
+        self.gauges[Metric.TOTAL_STEPS].set(value)
 
     def __enter__(self) -> Reporter:
         if self.enabled and self.port:
@@ -82,12 +89,12 @@ class Reporter:
         """Record a finished optimizer step: a `step` line every `logging_steps` and at the last, else `progress`."""
         if not self.enabled:
             return
-        for name, value in (("step", step), ("epoch", epoch), ("loss", loss), ("learning_rate", lr),
-                            ("grad_norm", grad_norm)):  # fmt: skip
-            self.gauges[name].set(value)
+        for metric, value in ((Metric.STEP, step), (Metric.EPOCH, epoch), (Metric.LOSS, loss),
+                              (Metric.LEARNING_RATE, lr), (Metric.GRAD_NORM, grad_norm)):  # fmt: skip
+            self.gauges[metric].set(value)
         if self._cuda:
-            self.gauges["gpu_memory_allocated_bytes"].set(torch.cuda.memory_allocated())
-            self.gauges["gpu_memory_peak_bytes"].set(torch.cuda.max_memory_allocated())
+            self.gauges[Metric.GPU_MEMORY_ALLOCATED_BYTES].set(torch.cuda.memory_allocated())
+            self.gauges[Metric.GPU_MEMORY_PEAK_BYTES].set(torch.cuda.max_memory_allocated())
         if step % self.logging_steps and step != self.total_steps:
             log_event("progress", step=step, total_steps=self.total_steps, loss=loss, tokens=tokens)
             return
@@ -95,8 +102,8 @@ class Reporter:
         now = time.perf_counter()
         rate = (tokens - first_tokens) / max(now - started, 1e-9)
         eta = (now - started) / max(step - first_step, 1) * (self.total_steps - step)
-        self.gauges["tokens_per_second"].set(rate)
-        self.gauges["eta_seconds"].set(eta)
+        self.gauges[Metric.TOKENS_PER_SECOND].set(rate)
+        self.gauges[Metric.ETA_SECONDS].set(eta)
         self._window = (now, step, tokens)
         log_event("step", step=step, total_steps=self.total_steps, epoch=round(epoch, 4), loss=loss, learning_rate=lr,
                   grad_norm=grad_norm, tokens=tokens, tokens_per_second=round(rate, 1),
@@ -105,7 +112,7 @@ class Reporter:
     def eval(self, step: int, eval_loss: float) -> None:
         """Record an evaluation."""
         if self.enabled:
-            self.gauges["eval_loss"].set(eval_loss)
+            self.gauges[Metric.EVAL_LOSS].set(eval_loss)
             log_event("eval", step=step, eval_loss=eval_loss)
 
     def event(self, event: str, **fields: Any) -> None:
@@ -116,15 +123,19 @@ class Reporter:
 
 def termination_message_path(configured: str) -> Path:
     """$TERMINATION_MESSAGE_PATH when set (tests, local runs), else the configured path."""
-    return Path(os.environ.get("TERMINATION_MESSAGE_PATH") or configured)
+    return Path(os.environ.get(ENV_TERMINATION_MESSAGE_PATH) or configured)
 
 
-def write_termination_message(path: Path, summary: dict[str, Any]) -> None:
-    """Write `summary` as compact JSON, dropping per-file digests first if it exceeds the 4 KiB limit."""
-    text = json.dumps(summary, separators=(",", ":"))
-    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT and "digests" in summary:
-        text = json.dumps({**summary, "digests": "see manifest.json"}, separators=(",", ":"))
+def finish(path: Path, message: TerminationMessage) -> None:
+    """Log the end of the run (`done` or `failed`, without per-file digests) and write the termination message."""
+    event = "done" if message.status == "Succeeded" else "failed"
+    log_event(event, **message.model_dump(mode="json", exclude_none=True, exclude={"digests"}))
+    write_termination_message(path, message)
+
+
+def write_termination_message(path: Path, message: TerminationMessage) -> None:
+    """Write `message` as compact JSON within Kubernetes' 4 KiB (`TerminationMessage.to_json`)."""
     try:
-        path.write_text(text.encode()[:TERMINATION_MESSAGE_LIMIT].decode(errors="ignore"))
+        path.write_text(message.to_json())
     except OSError as exc:  # outside Kubernetes /dev/termination-log may not be writable: say so, don't fail
         log_event("warning", message=f"cannot write termination message to {path}: {exc}")

@@ -5,7 +5,8 @@ are saved by peft as `adapter_model.safetensors` + `adapter_config.json`; full f
 The merged model is rebuilt from the unquantized base and the saved adapter, so QLoRA merges into full-precision
 weights rather than into 4-bit ones. `manifest.json` records which run trained what (`ownership.RunIdentity`),
 how, the final metrics and the sha256 of every file, and is the last file written: its presence means the output
-is complete.
+is complete. Its own sha256 is
+the artifact's digest in the termination message.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import peft
 import torch
 import transformers
-from finetune_operator.api.trainer import TrainerConfig
+from finetune_operator.api.trainer import TerminationMessage, TrainerConfig
 
 from finetune_trainer import model as model_lib
 from finetune_trainer import ownership, tasks
@@ -73,8 +74,8 @@ def save_model(
     tokenizer.save_pretrained(output_dir)
 
 
-def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Write `manifest.json` last and return the summary for the termination message."""
+def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) -> TerminationMessage:
+    """Write `manifest.json` last and return the Succeeded termination message."""
     output_dir, spec = Path(cfg.paths.output_dir), cfg.spec
     files = digests(output_dir, skip=Path(cfg.paths.checkpoint_dir))
     adapter = spec.method.type != "full"
@@ -95,12 +96,13 @@ def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) 
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return {
-        "status": "Succeeded",
-        "output": spec.output.uri or str(output_dir),
-        "metrics": metrics,
-        "digests": files,
-    }
+    return TerminationMessage(
+        status="Succeeded",
+        output=spec.output.uri or str(output_dir),
+        digest=f"sha256:{sha256_of(output_dir / MANIFEST)}",
+        metrics=metrics,
+        digests=files,
+    )
 
 
 def save_artifacts(
@@ -110,7 +112,7 @@ def save_artifacts(
     tokenizer: Any,
     base_dir: Path,
     metrics: dict[str, Any],
-) -> dict[str, Any] | None:
+) -> TerminationMessage | None:
     """Rank 0: model/adapter, merged model when asked, manifest. Returns the run summary (None on other ranks)."""
     if not is_rank_zero():
         return None

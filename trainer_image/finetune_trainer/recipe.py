@@ -1,8 +1,8 @@
 """The fine-tuning recipe: one FineTuneJob, from config to saved adapter, read top to bottom.
 
 Started by `python -m finetune_trainer --config FILE` (see `__main__.py`), under `torchrun` for several processes or
-nodes. `main(cfg)` runs setup → train → save and turns any failure into a termination message. Features and the
-spec fields that control them:
+nodes. `main(cfg)` runs setup → train → save and turns any failure into a termination message and an exit code
+(`ExitCode`). Features and the spec fields that control them:
 
 - Base model: `model.preset` (tiny presets are built offline by `tiny.py`) or `model.uri` (`storage.py`).
 - Method: `method.type` lora | dora | qlora (4/8-bit base via bitsandbytes) | full (`model.py`).
@@ -13,6 +13,8 @@ spec fields that control them:
 - Checkpoints: every `training.checkpoint_steps`; a restarted run resumes from the newest complete one and ends at
   exactly the configured step (`checkpoint.py`, `run_policy.resume_from_checkpoint`); another run's checkpoints
   or result in the same folders are refused (`ownership.py`).
+- SIGTERM (suspension, preemption, node drain): all ranks agree on the step to stop at, save a checkpoint there and
+  exit with `ExitCode.INTERRUPTED`, so a restart loses no finished step.
 - Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
 - Output: adapter or model, optional merged model, `manifest.json` with digests (`output.py`).
 """
@@ -26,11 +28,10 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from finetune_operator.api.trainer import ExitCode, TrainerConfig
+from finetune_operator.api.trainer import ExitCode, TerminationMessage, TrainerConfig, failed
 
 from finetune_trainer import (
     checkpoint,
@@ -46,16 +47,27 @@ from finetune_trainer import (
 )
 from finetune_trainer.checkpoint import Position
 
+INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (data.DataError, ownership.CheckpointMismatch)
+"""Failures no retry can fix: the dataset's content (a bad row, too few rows, an unknown format), or another run's
+checkpoints or result in this run's folders. They exit with
+`ExitCode.INVALID_CONFIG`, as a config that does not validate does (`__main__`), so the Job fails at once. Everything
+else (unreachable storage, the hub, memory, library errors) exits `ExitCode.FAILED` and is retried."""
+
+
+class Interrupted(Exception):  # noqa: N818 - it is not an error
+    """The run stopped early on SIGTERM, after saving a checkpoint at the step all ranks agreed on."""
+
 
 class FineTuneRecipe:
     """One training run in this process (one rank of many under torchrun)."""
 
-    def __init__(self, cfg: TrainerConfig) -> None:
+    def __init__(self, cfg: TrainerConfig, stop: distributed.StopSignal | None = None) -> None:
         self.cfg, self.spec = cfg, cfg.spec
         # First: another run's checkpoints or result in our folders must stop us before anything is loaded.
         self.identity = ownership.RunIdentity.of(cfg)
         checkpoints = checkpoint.complete_checkpoints(Path(cfg.paths.checkpoint_dir))
         ownership.check(self.identity, checkpoints, Path(cfg.paths.output_dir) / output.MANIFEST)
+        self.stop = stop or distributed.StopSignal()
         # Before the process group exists: transformers' save_pretrained writes nothing on ranks other than 0 once
         # it does, and every node (each with its own cache) must be able to build or fetch the base model.
         self.base_dir = storage.resolve_model(self.spec.model, cfg.paths)
@@ -92,6 +104,7 @@ class FineTuneRecipe:
         if self.spec.run_policy.resume_from_checkpoint:
             restored = checkpoint.restore(self.engine, Path(self.cfg.paths.checkpoint_dir), self.world)
         self.position = restored or Position(step=0, epoch=0, micro_batch=0, tokens=0)
+        self.saved_step = self.position.step  # the newest step a restart would resume from (0: none)
         self.reporter.event("start", total_steps=self.total_steps, resumed_from=restored and restored.step,
                             train_examples=len(self.train_set), world_size=self.world.size)  # fmt: skip
 
@@ -140,6 +153,7 @@ class FineTuneRecipe:
             epoch = pos.step // self.steps_per_epoch
             batches = self._micro_batches(epoch, (pos.step % self.steps_per_epoch) * accumulation)
             for _ in range(self.steps_per_epoch - pos.step % self.steps_per_epoch):
+                self._stop_if_asked(pos)
                 loss, grad_norm, tokens = self._train_step([next(batches) for _ in range(accumulation)])
                 pos = Position(
                     pos.step + 1,
@@ -152,13 +166,30 @@ class FineTuneRecipe:
                                    pos.tokens)  # fmt: skip
                 self._maybe_evaluate(pos.step)
                 if pos.step % training.checkpoint_steps == 0 or pos.step == self.total_steps:
-                    checkpoint.save(
-                        self.engine, pos, Path(self.cfg.paths.checkpoint_dir), self.world, self.identity
-                    )
-                    self.reporter.event("checkpoint", step=pos.step)
+                    self._checkpoint(pos)
                 if pos.step == self.total_steps:
                     break
         self.position = pos
+
+    def _checkpoint(self, pos: Position) -> None:
+        checkpoint.save(self.engine, pos, Path(self.cfg.paths.checkpoint_dir), self.world, self.identity)
+        self.saved_step = pos.step
+        self.reporter.event("checkpoint", step=pos.step)
+
+    def _stop_if_asked(self, pos: Position) -> None:
+        """Before each step: when any rank got SIGTERM, all save a checkpoint at `pos` and raise `Interrupted`.
+
+        One all-reduce of a flag per step, so every rank stops at the same step even when the signal reaches them
+        at different moments (or, across nodes, reaches only one pod).
+        """
+        if not distributed.any_rank(self.stop.requested):
+            return
+        if self.saved_step != pos.step:
+            self._checkpoint(pos)
+        self.reporter.event("stopped", step=pos.step, signal="SIGTERM")
+        raise Interrupted(
+            f"stopped by SIGTERM at step {pos.step} of {self.total_steps}; a restart resumes there"
+        )
 
     def _train_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[float, float, int]:
         """One optimizer step over `window` micro-batches; returns (mean loss over ranks, grad norm, tokens)."""
@@ -197,7 +228,20 @@ class FineTuneRecipe:
         self.engine.module.train()
         return distributed.mean_over_ranks(sum(losses) / len(losses))
 
-    def save(self) -> dict[str, Any] | None:
+    def run(self) -> TerminationMessage | None:
+        """setup → train → save, then leave the process group (also when stopped by SIGTERM)."""
+        with self.reporter:
+            self.setup()
+            try:
+                self.train()
+            except Interrupted:
+                self.cleanup()
+                raise
+            summary = self.save()
+        self.cleanup()
+        return summary
+
+    def save(self) -> TerminationMessage | None:
         """Write the adapter or model and the manifest; returns the summary on rank 0."""
         state_dict = (
             self.engine.gathered_state_dict() if isinstance(self.engine, engine.DeepSpeedEngine) else None
@@ -227,34 +271,34 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def failure_summary(exc: BaseException) -> dict[str, Any]:
+def failure_summary(exc: BaseException) -> TerminationMessage:
     """The termination message of a failed run: the error's kind and its message (or where it was raised)."""
     message = str(exc)
     if not message and exc.__traceback__ is not None:  # a bare `assert` deep in a library says nothing
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         message = f"raised at {Path(frame.filename).name}:{frame.lineno}: {frame.line}"
-    return {"status": "Failed", "reason": type(exc).__name__, "message": message[:2000]}
+    return failed(type(exc).__name__, message)
+
+
+def exit_code(exc: BaseException) -> ExitCode:
+    """INVALID_CONFIG for failures no retry can fix (`INVALID_CONFIG_ERRORS`), else FAILED."""
+    return ExitCode.INVALID_CONFIG if isinstance(exc, INVALID_CONFIG_ERRORS) else ExitCode.FAILED
 
 
 def main(cfg: TrainerConfig) -> int:
-    """Run one FineTuneJob; returns the process exit code (0 on success)."""
+    """Run one FineTuneJob; returns the process exit code (`ExitCode`)."""
     message_path = metrics.termination_message_path(cfg.paths.termination_message_path)
     started = time.monotonic()
     try:
-        recipe = FineTuneRecipe(cfg)
-        with recipe.reporter:
-            recipe.setup()
-            recipe.train()
-            summary = recipe.save()
-        recipe.cleanup()
+        with distributed.StopSignal() as stop:
+            summary = FineTuneRecipe(cfg, stop).run()
+    except Interrupted as exc:  # rank 0 logged `stopped`; the operator reads the reason from the pod
+        metrics.write_termination_message(message_path, failed("Interrupted", str(exc)))
+        return ExitCode.INTERRUPTED
     except Exception as exc:
-        metrics.log_event("failed", **failure_summary(exc))
-        metrics.write_termination_message(message_path, failure_summary(exc))
-        # Another run's checkpoint stays another run's: retrying cannot help.
-        mismatch = isinstance(exc, ownership.CheckpointMismatch)
-        return ExitCode.INVALID_CONFIG if mismatch else ExitCode.FAILED
+        metrics.finish(message_path, failure_summary(exc))
+        return exit_code(exc)
     if summary is not None:
-        summary["metrics"]["train_seconds"] = round(time.monotonic() - started, 2)
-        metrics.write_termination_message(message_path, summary)
-        metrics.log_event("done", **{k: v for k, v in summary.items() if k != "digests"})
-    return 0
+        summary.metrics["train_seconds"] = round(time.monotonic() - started, 2)
+        metrics.finish(message_path, summary)
+    return ExitCode.SUCCEEDED

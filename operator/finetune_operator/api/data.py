@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import SecretRef
 from finetune_operator.api.presets import TaskType
-from finetune_operator.api.uris import DATASET_SCHEMES, check_uri
+from finetune_operator.api.uris import DATASET_SCHEMES, check_uri, not_yet_rule
 
 LABELLED_TASKS = ("sequence-classification", "token-classification")
 
@@ -109,15 +109,18 @@ class DatasetSpec(ApiModel):
         json_schema_extra={"pattern": "^(hf|https?|s3|pvc|configmap)://"},
         description=(
             "Location of the data: hf://org/name[@revision] (a Hub dataset), https://… (a public file), "
-            "s3://bucket/key, pvc://claim/path (a file or folder on a PersistentVolumeClaim) or configmap://name/key "
-            "(small inline data). http(s) URLs to loopback, link-local, private or metadata addresses are refused."
+            "pvc://claim/path (a file or folder on a PersistentVolumeClaim) or configmap://name/key (small inline "
+            "data); s3://bucket/key is refused until the trainer supports it. http(s) URLs to loopback, link-local, "
+            "private or metadata addresses are refused."
         ),
     )
     format: Literal["jsonl", "json", "csv", "parquet", "hf"] | None = Field(
         default=None,
         description="File format. When unset it is inferred from the file extension; hf:// URIs read as `hf`.",
     )
-    split: str = Field(default="train", max_length=128, description="Split to train on (hf datasets).")
+    split: str = Field(
+        default="train", max_length=128, description="Split to train on (hf:// datasets only)."
+    )
     columns: ColumnMapping = Field(
         default_factory=ColumnMapping, description="Column names, when they differ from the defaults."
     )
@@ -133,7 +136,7 @@ class DatasetSpec(ApiModel):
         description="Use at most this many training examples (after shuffling with `seed`).",
     )
     secret_ref: SecretRef | None = Field(
-        default=None, description="Secret with credentials to read the data (HF_TOKEN, AWS_* keys)."
+        default=None, description="Secret with credentials to read the data (HF_TOKEN for hf://)."
     )
 
     @field_validator("uri")
@@ -148,4 +151,18 @@ class DatasetSpec(ApiModel):
             check=lambda d: d.format != "hf" or d.uri.startswith("hf://"),
             cel="!has(self.format) || self.format != 'hf' || self.uri.startsWith('hf://')",
         ),
+        Rule(
+            field="format",
+            message="hf:// datasets are read as hf (the Hub's own format); remove dataset.format or set it to hf",
+            check=lambda d: not d.uri.startswith("hf://") or d.format in (None, "hf"),
+            cel="!self.uri.startsWith('hf://') || !has(self.format) || self.format == 'hf'",
+        ),
+        Rule(
+            field="split",
+            message="dataset.split only applies to hf:// datasets (a file is one split); remove it, or hold out "
+            "evaluation rows with validationSplit",
+            check=lambda d: d.split == "train" or d.uri.startswith("hf://"),
+            cel="self.split == 'train' || self.uri.startsWith('hf://')",
+        ),
+        not_yet_rule("uri", DATASET_SCHEMES, "use hf://, https://, pvc://claim/path or configmap://name/key"),
     )

@@ -107,6 +107,19 @@ class FineTuneJobSpec(ApiModel):
             cel="!has(self.training.evalSteps) || self.dataset.validationSplit > 0.0",
         ),
         Rule(
+            field="training.optimizer",
+            message="DeepSpeed ZeRO (zeroStage 1-3, and its CPU offload) runs training.optimizer adamw only; set "
+            "it to adamw, or distributed.deepspeed.zeroStage to 0 (or remove deepspeed) to keep sgd or an 8-bit "
+            "optimizer",
+            check=lambda s: (
+                s.distributed.deepspeed is None
+                or s.distributed.deepspeed.zero_stage == 0
+                or s.training.optimizer == "adamw"
+            ),
+            cel="!has(self.distributed.deepspeed) || self.distributed.deepspeed.zeroStage == 0 "
+            "|| self.training.optimizer == 'adamw'",
+        ),
+        Rule(
             field="resources.gpu.count",
             message="real model presets need a GPU: set resources.gpu.count ≥ 1 or use a tiny-* preset",
             check=lambda s: s.model.preset not in real_presets() or _gpus(s) != 0,

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import SecretRef
 from finetune_operator.api.presets import MethodType, PresetName
-from finetune_operator.api.uris import MODEL_SCHEMES, check_uri
+from finetune_operator.api.uris import MODEL_SCHEMES, check_uri, not_yet_rule
 
 
 class ModelSpec(ApiModel):
@@ -28,8 +28,9 @@ class ModelSpec(ApiModel):
         max_length=2048,
         json_schema_extra={"pattern": "^(hf|pvc|s3|oci)://"},
         description=(
-            "Location of a Hugging Face-format checkpoint: hf://org/name[@revision], pvc://claim/path, "
-            "s3://bucket/prefix or oci://registry/repository[:tag]. Mutually exclusive with `preset`."
+            "Location of a Hugging Face-format checkpoint: hf://org/name[@revision] or pvc://claim/path "
+            "(s3://bucket/prefix and oci://registry/repository[:tag] are refused until the trainer supports them). "
+            "Mutually exclusive with `preset`."
         ),
     )
     trust_remote_code: bool = Field(
@@ -40,7 +41,7 @@ class ModelSpec(ApiModel):
     )
     access_secret_ref: SecretRef | None = Field(
         default=None,
-        description="Secret with credentials to fetch the model (HF_TOKEN for hf://, AWS_* keys for s3://).",
+        description="Secret with credentials to fetch the model (HF_TOKEN for hf://).",
     )
 
     @field_validator("uri")
@@ -54,6 +55,9 @@ class ModelSpec(ApiModel):
             message="set exactly one of model.preset and model.uri",
             check=lambda m: (m.preset is None) != (m.uri is None),
             cel="has(self.preset) != has(self.uri)",
+        ),
+        not_yet_rule(
+            "uri", MODEL_SCHEMES, "use hf://org/name or copy the model to a PVC and use pvc://claim/path"
         ),
     )
 
@@ -88,6 +92,28 @@ class LoraSpec(ApiModel):
     use_rslora: bool = Field(
         default=False,
         description="Rank-stabilised LoRA: scale by alpha/sqrt(r), which keeps high ranks stable.",
+    )
+
+    rules = (
+        Rule(
+            field="targetModules",
+            message="lora.targetModules is empty; list layer names, use [all-linear], or remove it for the "
+            "preset's defaults",
+            check=lambda lora: lora.target_modules != [],
+            cel="!has(self.targetModules) || self.targetModules.size() > 0",
+        ),
+        Rule(
+            field="targetModules",
+            message="lora.targetModules all-linear already adapts every linear layer and cannot be combined with "
+            "names; use [all-linear] alone or list the names only",
+            check=lambda lora: (
+                lora.target_modules is None
+                or "all-linear" not in lora.target_modules
+                or lora.target_modules == ["all-linear"]
+            ),
+            cel="!has(self.targetModules) || !('all-linear' in self.targetModules) "
+            "|| self.targetModules.size() == 1",
+        ),
     )
 
 

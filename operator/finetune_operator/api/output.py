@@ -6,7 +6,7 @@ from pydantic import Field, field_validator
 
 from finetune_operator.api.base import ApiModel
 from finetune_operator.api.common import DNS_LABEL, SecretRef
-from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri
+from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri, not_yet_rule
 
 
 class OutputSpec(ApiModel):
@@ -17,8 +17,9 @@ class OutputSpec(ApiModel):
         max_length=2048,
         json_schema_extra={"pattern": "^(pvc|oci|s3)://"},
         description=(
-            "Destination: pvc://claim/path, s3://bucket/prefix or oci://registry/repository:tag (pushed as an OCI "
-            "artifact). When unset, results go to a PersistentVolumeClaim the operator creates, named after the job."
+            "Destination: pvc://claim/path (s3://bucket/prefix and oci://registry/repository:tag are refused until "
+            "the trainer can push to them). When unset, results go to a PersistentVolumeClaim the operator creates, "
+            "named after the job."
         ),
     )
     push_secret_ref: SecretRef | None = Field(
@@ -33,6 +34,14 @@ class OutputSpec(ApiModel):
     @classmethod
     def _uri_scheme(cls, uri: str | None) -> str | None:
         return None if uri is None else check_uri(uri, OUTPUT_SCHEMES)
+
+    rules = (
+        not_yet_rule(
+            "uri",
+            OUTPUT_SCHEMES,
+            "use pvc://claim/path, or leave output.uri unset for a PVC named after the job",
+        ),
+    )
 
 
 class RunPolicy(ApiModel):

@@ -52,6 +52,12 @@ class ExitCode(IntEnum):
     """The run failed; the termination message says why. Retried up to runPolicy.backoffLimit."""
     INVALID_CONFIG = 2
     """The config (or data) can never work: retrying is pointless, the job fails at once."""
+    INTERRUPTED = 143
+    """Stopped by SIGTERM (suspension, preemption, node drain) after saving a checkpoint: not a failure of the run.
+
+    Never 0, or the Job controller would count the deleted pod as a completion (a deleted pod whose containers
+    exit 0 ends Succeeded). 143 = 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
+    """
 
 
 class Metric(StrEnum):

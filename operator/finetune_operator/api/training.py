@@ -8,10 +8,27 @@ from pydantic import Field
 
 from finetune_operator.api.base import ApiModel, Rule
 
-# Batch geometry comes from spec.training; DeepSpeed overrides may not contradict it.
-RESERVED_DEEPSPEED_KEYS = (
-    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "zero_optimization",
-)  # fmt: skip
+_OBJECT: dict[str, Any] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+_SCALAR: dict[str, Any] = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "x-kubernetes-int-or-string": True,
+}
+
+RESERVED_DEEPSPEED_KEYS: dict[str, dict[str, Any]] = {
+    "train_batch_size": _SCALAR,
+    "train_micro_batch_size_per_gpu": _SCALAR,
+    "gradient_accumulation_steps": _SCALAR,
+    "zero_optimization": _OBJECT,
+    "gradient_clipping": {"type": "number"},
+    "bf16": _OBJECT,
+    "fp16": _OBJECT,
+    "optimizer": _OBJECT,
+    "scheduler": _OBJECT,
+}
+"""DeepSpeed config keys that spec.training and the deepspeed fields set, with the schema CEL needs to see them.
+
+An override would silently win over the spec (another optimizer, schedule, clipping or precision than the one
+written), so the API refuses them."""
 
 
 class TrainingSpec(ApiModel):
@@ -41,7 +58,11 @@ class TrainingSpec(ApiModel):
     )
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
     optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit", "sgd"] = Field(
-        default="adamw", description="Optimizer. The 8-bit variants (bitsandbytes) save optimizer memory."
+        default="adamw",
+        description=(
+            "Optimizer. The 8-bit variants (bitsandbytes) save optimizer memory; sgd uses momentum 0.9. "
+            "DeepSpeed ZeRO (zeroStage ≥ 1) needs adamw."
+        ),
     )
     max_grad_norm: float = Field(
         default=1.0, gt=0, le=1000, description="Gradient clipping threshold (L2 norm)."
@@ -89,6 +110,13 @@ class TrainingSpec(ApiModel):
             check=lambda t: t.epochs is None or t.max_steps is None,
             cel="!has(self.epochs) || !has(self.maxSteps)",
         ),
+        Rule(
+            field="warmupRatio",
+            message="training.lrScheduler constant has no warmup; set warmupRatio: 0, or lrScheduler: "
+            "constant-with-warmup to warm up",
+            check=lambda t: t.lr_scheduler != "constant" or t.warmup_ratio == 0,
+            cel="self.lrScheduler != 'constant' || self.warmupRatio == 0.0",
+        ),
     )
 
 
@@ -118,22 +146,16 @@ class DeepSpeedSpec(ApiModel):
             "x-kubernetes-preserve-unknown-fields": True,
             "properties": {
                 key: {
-                    **(
-                        {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                        if key == "zero_optimization"
-                        else {
-                            "anyOf": [{"type": "integer"}, {"type": "string"}],
-                            "x-kubernetes-int-or-string": True,
-                        }
-                    ),
+                    **schema,
                     "description": "Reserved: set by spec.training and the deepspeed fields, not allowed here.",
                 }
-                for key in RESERVED_DEEPSPEED_KEYS
+                for key, schema in RESERVED_DEEPSPEED_KEYS.items()
             },
         },
         description=(
             "Extra DeepSpeed config keys merged over the generated config, e.g. {communication_data_type: fp32}. "
-            "Batch sizes and zero_optimization come from the fields above and may not be overridden here."
+            "Batch sizes, zero_optimization, optimizer, scheduler, gradient_clipping, bf16 and fp16 come from "
+            "spec.training and the fields above and may not be overridden here."
         ),
     )
 

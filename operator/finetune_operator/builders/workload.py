@@ -5,7 +5,8 @@ whose pods get stable DNS names `<job>-<index>.<service>` from the headless Serv
 the trainer's launcher reads (node 0's name, the port, `JOB_COMPLETION_INDEX` from Kubernetes).
 
 Run policy: `backoffLimit` with a pod failure policy under which disruptions (preemption, node drain: the
-DisruptionTarget condition) are not counted and the trainer's exit code 2 (InvalidConfig) fails the job at once;
+DisruptionTarget condition) and the trainer's checkpointed stop on SIGTERM (exit 143) are not counted, and its exit
+code 2 (InvalidConfig) fails the job at once;
 `activeDeadlineSeconds`; `suspend`; `queueName` labels the Job for Kueue and creates it suspended (Kueue admits it).
 """
 
@@ -66,11 +67,13 @@ def _rendezvous_env(owner: Owner) -> list[dict[str, Any]]:
 
 
 def pod_failure_policy() -> dict[str, Any]:
-    """InvalidConfig fails the job at once; disruptions are not counted against backoffLimit."""
+    """InvalidConfig fails the job at once; disruptions and SIGTERM stops are not counted against backoffLimit."""
     return {
         "rules": [
             {"action": "FailJob", "onExitCodes": {"containerName": pod.CONTAINER, "operator": "In",
                                                   "values": [int(ExitCode.INVALID_CONFIG)]}},
+            {"action": "Ignore", "onExitCodes": {"containerName": pod.CONTAINER, "operator": "In",
+                                                 "values": [int(ExitCode.INTERRUPTED)]}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }  # fmt: skip
