@@ -55,3 +55,4 @@ demo kind-up kind-down:
 
 bench:
 	$(PYTHON) benchmarks/trainer_overhead.py
+	$(PYTHON) benchmarks/operator_scale.py

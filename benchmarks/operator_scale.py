@@ -147,16 +147,43 @@ class Bench:
                 "max_s": round(values[-1], 3)}  # fmt: skip
 
 
+COMPONENTS = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller-manager", "kwok")
+
+
+def cpu_seconds(operator_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the operator and by each control-plane process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "operator" if int(proc.name) == operator_pid else Path(argv0).name
+        if name == "operator" or name in COMPONENTS:
+            found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 1) for name in sorted(after)}
+
+
 def burst(bench: Bench, count: int) -> dict[str, Any]:
     bench.namespace("burst")
     names = [f"b{i:04d}" for i in range(count)]
+    assert bench.operator is not None
+    cpu_before = cpu_seconds(bench.operator.pid)
     started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda n: bench.create("burst", n), names))
     created = time.monotonic()
     last = bench.wait(names, "burst", timeout=600)
     result = {"jobs": count, "create_calls_s": round(created - started, 2), "drained_s": round(last - started, 2),
-              **bench.latencies(names)}  # fmt: skip
+              **bench.latencies(names), "cpu_s_until_drained": cpu_used(cpu_before, cpu_seconds(bench.operator.pid))}  # fmt: skip
     deadline = time.monotonic() + 1800
     while (done := bench.phases("burst")).get("Succeeded", 0) < count:
         if time.monotonic() > deadline:
@@ -164,6 +191,7 @@ def burst(bench: Bench, count: int) -> dict[str, Any]:
         result["peak_rss_mib_live"] = round(bench.peak_rss_kib / 1024, 1)
         time.sleep(2)
     result["lifecycle_done_s"] = round(time.monotonic() - started, 1)
+    result["cpu_s_whole_lifecycle"] = cpu_used(cpu_before, cpu_seconds(bench.operator.pid))
     result["peak_rss_mib"] = round(bench.peak_rss_kib / 1024, 1)
     return result
 

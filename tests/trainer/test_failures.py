@@ -35,7 +35,7 @@ CHAT = {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant"
         (INSTRUCTIONS[:2], "2 training examples are fewer than one global batch (4)"),
     ],
     ids=["missing-column", "wrong-type", "not-an-object", "chat-without-answer", "chat-of-strings",
-         "message-without-role", "empty", "too-small"],
+         "message-without-role", "chat-without-answer-on-line-4", "empty", "too-small"],
 )  # fmt: skip
 def test_bad_rows_name_the_row(train: Callable[..., Run], rows: list[Any], message: str) -> None:
     run = train(LLAMA_JOB, rows)
