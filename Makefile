@@ -40,6 +40,7 @@ e2e:
 
 crd: deps
 	finetune crd --readme README.md
+	cp crds/*.yaml helm/finetune-operator/crds/
 
 cluster-up:
 	hack/cluster/up.sh

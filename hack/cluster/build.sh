@@ -26,40 +26,7 @@ NICE=(nice -n 10)
 
 log() { echo "[cluster/build] $*" >&2; }
 
-# have <dir> <names...>: true when every named binary is in <dir> and executable.
-have() {
-  local dir="$1"; shift
-  local b
-  for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done
-}
-
-# fetch_or_build <component-version> <build-function> <binaries...>
-# Ensures $CACHE/bin/<component-version>/ holds the binaries; links them into $BIN.
-fetch_or_build() {
-  local key="$1" builder="$2"; shift 2
-  local local_dir="$CACHE/bin/$key" shared_dir="$SHARED/bin/$key" b
-  if have "$local_dir" "$@"; then
-    log "$key: cached in $local_dir"
-  elif have "$shared_dir" "$@"; then
-    log "$key: copying from shared cache $shared_dir"
-    mkdir -p "$local_dir"
-    for b in "$@"; do cp "$shared_dir/$b" "$local_dir/$b.tmp" && mv "$local_dir/$b.tmp" "$local_dir/$b"; done
-  else
-    log "$key: building from source (cold: minutes; see up.sh header for timings)"
-    command -v go >/dev/null || { log "go (>= 1.24) is required on PATH to build $key"; exit 1; }
-    local start=$SECONDS
-    mkdir -p "$local_dir"
-    "$builder" "$local_dir"
-    have "$local_dir" "$@" || { log "$key: build did not produce $*"; exit 1; }
-    log "$key: built in $((SECONDS - start))s"
-    if mkdir -p "$shared_dir" 2>/dev/null; then
-      for b in "$@"; do cp "$local_dir/$b" "$shared_dir/$b.tmp.$$" && mv "$shared_dir/$b.tmp.$$" "$shared_dir/$b"; done
-      log "$key: stored in shared cache $shared_dir"
-    fi
-  fi
-  mkdir -p "$BIN"
-  for b in "$@"; do ln -sfn "$local_dir/$b" "$BIN/$b"; done
-}
+source "$ROOT/hack/cache.sh"
 
 # A throwaway module that requires k8s.io/kubernetes and maps its staging modules (which its go.mod
 # points at ./staging/src/…, unusable from the module cache) to the published k8s.io/* v0.<minor>.<patch>.
