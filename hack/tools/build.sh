@@ -2,10 +2,12 @@
 # Builds (or fetches from cache) the pinned tools the chart's tests run:
 #   helm         <- helm.sh/helm/v3/cmd/helm@$HELM_VERSION
 #   kubeconform  <- github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION
+#   fluxcel      <- hack/tools/fluxcel (Flux's own CEL health evaluator, github.com/fluxcd/pkg/runtime/cel, pinned in
+#                   its go.mod), keyed by a hash of its sources
 # From source through the Go module proxy, with the version ldflags their release builds set (so `helm version`
 # and `kubeconform -v` tell the truth; helm's default Kubernetes version comes from its client-go, as in its Makefile).
 # Caching as in hack/cluster/build.sh (hack/cache.sh): cold ~8 min on 2 cores, then seconds.
-# Output: prints the bin directory holding both binaries (last line of stdout).
+# Output: prints the bin directory holding the binaries (last line of stdout).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -42,6 +44,14 @@ build_kubeconform() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 }
 
+build_fluxcel() {
+  local out="$1"
+  log "fluxcel: go build hack/tools/fluxcel"
+  (cd "$ROOT/hack/tools/fluxcel" && "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out/fluxcel" .)
+}
+
+fluxcel_key="$(cat "$ROOT"/hack/tools/fluxcel/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
+fetch_or_build "fluxcel-$fluxcel_key" build_fluxcel fluxcel
 fetch_or_build "kubeconform-$KUBECONFORM_VERSION" build_kubeconform kubeconform
 fetch_or_build "helm-$HELM_VERSION" build_helm helm
 echo "$BIN"

@@ -12,24 +12,25 @@ from finetune_operator.builders import workload
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
 
-from tests import gitops_statuses
+from tests import charttools, gitops_statuses
 from tests.gitops_statuses import ARGO_DIR
 from tests.unit.operator_fixtures import example_bodies
 
 HEALTH_LUA = (ARGO_DIR / "health.lua").read_text()
 ARGO_TESTS = yaml.safe_load((ARGO_DIR / "health_test.yaml").read_text())["tests"]
+FLUX_KUSTOMIZATION = ARGO_DIR.parents[3] / "flux" / "kustomization.yaml"
 EXPECTED = {
-    "pending": ("Progressing", "InProgress"),
-    "stalled": ("Degraded", "Failed"),
-    "queued": ("Progressing", "InProgress"),
-    "running": ("Progressing", "InProgress"),
-    "suspended": ("Suspended", "Current"),
-    "succeeded": ("Healthy", "Current"),
-    "failed": ("Degraded", "Failed"),
-    "old-generation": ("Progressing", "InProgress"),
-    "no-status": ("Progressing", "Current"),
+    "pending": ("Progressing", "InProgress", "InProgress"),
+    "stalled": ("Degraded", "Failed", "Failed"),
+    "queued": ("Progressing", "InProgress", "InProgress"),
+    "running": ("Progressing", "InProgress", "InProgress"),
+    "suspended": ("Suspended", "Current", "Current"),
+    "succeeded": ("Healthy", "Current", "Current"),
+    "failed": ("Degraded", "Failed", "Failed"),
+    "old-generation": ("Progressing", "InProgress", "InProgress"),
+    "no-status": ("Progressing", "Current", "error"),
 }
-"""Argo CD health and kstatus status per case (kstatus reads a missing status as Current: see gitops/README.md)."""
+"""Per case: Argo CD health, kstatus status, and Flux's with gitops/flux's healthCheckExprs (see gitops/README.md)."""
 
 
 def argo_health(obj: dict[str, Any]) -> dict[str, str]:
@@ -74,9 +75,20 @@ def test_argo_cd_health_test_cases(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("name", "expected"), EXPECTED.items(), ids=EXPECTED.keys())
-def test_argo_cd_and_kstatus_agree_with_the_documented_mapping(name: str, expected: tuple[str, str]) -> None:
+def test_argo_cd_and_kstatus_agree_with_the_documented_mapping(
+    name: str, expected: tuple[str, str, str]
+) -> None:
     obj = gitops_statuses.cases()[name]
-    assert (argo_health(obj)["status"], kstatus(obj)) == expected
+    assert (argo_health(obj)["status"], kstatus(obj)) == expected[:2]
+
+
+def test_flux_health_check_exprs_in_fluxs_own_evaluator() -> None:
+    """gitops/flux's CEL expressions through github.com/fluxcd/pkg/runtime/cel (hack/tools/fluxcel)."""
+    testdata = {name: ARGO_DIR / "testdata" / f"{name}.yaml" for name in EXPECTED}
+    out = charttools.run("fluxcel", str(FLUX_KUSTOMIZATION), *map(str, testdata.values())).stdout
+    got = dict(line.split(" ", 1) for line in out.splitlines())
+    flux = {name: got[str(path)].split(":")[0] for name, path in testdata.items()}
+    assert flux == {name: expected[2] for name, expected in EXPECTED.items()}, out
 
 
 def test_the_script_runs_on_lua_5_1() -> None:
