@@ -37,6 +37,8 @@ class Release:
         self.name = f"ft-{uuid.uuid4().hex[:6]}"
         self.namespace = f"{self.name}-system"
         self.fullname = f"{self.name}-finetune-operator"
+        self.notes = ""
+        """What `helm install` printed (NOTES.txt)."""
 
     def helm(self, *args: str, check: bool = True) -> Any:
         return charttools.run(
@@ -100,7 +102,9 @@ class ChartOperator(OperatorProcess):
 @pytest.fixture(scope="module")
 def release(kube: Kube, crds: list[str]) -> Iterator[Release]:
     release = Release(kube)
-    release.helm("install", release.name, str(CHART), "--create-namespace", "--set", "image.tag=it")
+    release.notes = release.helm(
+        "install", release.name, str(CHART), "--create-namespace", "--set", "image.tag=it"
+    ).stdout
     try:
         yield release
     finally:
@@ -149,6 +153,11 @@ def test_the_service_account_gets_nothing_more(release: Release) -> None:
     allowed = [(GROUP, PLURAL, "watch"), ("batch", "jobs", "create"), ("", "events", "create")]
     assert [rule for rule in denied if release.can(*rule)] == []
     assert [rule for rule in allowed if not release.can(*rule)] == []
+
+
+def test_notes_say_what_to_do_next(release: Release) -> None:
+    assert f"kubectl -n {release.namespace} rollout status deployment/{release.fullname}" in release.notes
+    assert "kubectl get finetunejobs -w" in release.notes and "keeps the CRD" in release.notes
 
 
 def test_bad_values_fail_install_with_the_schema_message(release: Release, tmp_path: Path) -> None:
