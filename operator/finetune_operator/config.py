@@ -26,6 +26,10 @@ class Settings(BaseModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of the training pods."
     )
+    image_pull_secrets: tuple[str, ...] = Field(
+        default=(),
+        description="Secrets in the job's namespace for pulling the trainer image (comma-separated names).",
+    )
     service_account: str | None = Field(
         default=None,
         description="ServiceAccount of the training pods (none needs API access); default: the namespace's.",

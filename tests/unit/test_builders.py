@@ -113,6 +113,13 @@ def test_image_and_pull_policy_come_from_the_settings() -> None:
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
+def test_pull_secrets_come_from_the_settings() -> None:
+    settings = Settings(image_pull_secrets=("regcred", "mirror"))
+    pod = workload.job(owner(), settings)["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert "imagePullSecrets" not in workload.job(owner(), SETTINGS)["spec"]["template"]["spec"]
+
+
 def test_config_map_holds_the_trainer_config_with_the_real_name_and_uid() -> None:
     config = TrainerConfig.model_validate_json(workload.config_map(owner("real"))["data"][CONFIG_FILE_NAME])
     assert (config.name, config.namespace, config.uid) == ("real", "team-a", "uid-real")

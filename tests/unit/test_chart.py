@@ -143,6 +143,7 @@ def test_images_registries_and_pull_secrets() -> None:
     )
     assert env["FINETUNE_IMAGE_PULL_POLICY"] == "Always"
     assert env["FINETUNE_SERVICE_ACCOUNT"] == "trainer"
+    assert env["FINETUNE_IMAGE_PULL_SECRETS"] == "gpu-regcred"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     defaults = charttools.template()
     assert not [r for r in PUBLIC_REGISTRIES if r in defaults], "an image is hard-coded to a public registry"

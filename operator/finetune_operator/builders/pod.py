@@ -148,6 +148,7 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
         "affinity": _affinity(owner),
         "priorityClassName": spec.resources.priority_class_name,
         "serviceAccountName": settings.service_account,
+        "imagePullSecrets": [{"name": name} for name in settings.image_pull_secrets],
     }
     pod.update({key: value for key, value in optional.items() if value})
     return pod
