@@ -79,7 +79,7 @@ class Bench:
                                          stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         threading.Thread(target=self._sample_rss, daemon=True).start()
         deadline = time.monotonic() + 120
-        while not _answers(f"http://127.0.0.1:{HEALTH_PORT}/healthz"):
+        while not _answers(f"http://127.0.0.1:{HEALTH_PORT}/readyz"):
             if self.operator.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the operator did not come up: see .cache/operator-scale.log")
             time.sleep(0.5)
