@@ -2,8 +2,8 @@
 
 Startup order: settings from the environment, API client, the probes (`health.py`: /healthz, /readyz) and the
 operator's /metrics server, then leader election (a coordination.k8s.io Lease: stand-by replicas wait, alive but not
-ready), then Kopf with the handlers of `handlers/`, JSON logs and explicit watch timeouts. Losing the Lease stops Kopf and
-exits non-zero, so Kubernetes restarts the replica as a stand-by.
+ready), then Kopf with the handlers of `handlers/`, JSON logs and explicit watch timeouts. Losing the Lease stops
+Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ def configure_kopf(settings: Settings) -> Any:
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # the operator posts its own Events, one per phase change
         settings.execution.max_workers = MAX_WORKERS
-        settings.persistence.finalizer = "finetune.io/operator"  # unused: no handler needs one
 
     configured = settings
     return startup
