@@ -13,7 +13,9 @@ Recreates the local cluster (`hack/cluster/up.sh`) with `--nodes` fake 8-GPU nod
     by user agent (`finetune-operator` for the operator's writes, `kopf/…` for its watches), not by the client.
 
 Each job asks for one GPU, writes to a shared pre-bound claim (no PVC per job: the cluster has no provisioner) and
-its fake pod runs for `--run-seconds` before KWOK marks it Succeeded. The cluster is taken down at the end (the
+its fake pod runs for `--run-seconds` before KWOK marks it Succeeded. The fake pods get the IP 127.0.0.1, where no
+trainer serves metrics, so the operator's progress scrapes fail fast as they would against a real pod that has not
+opened its port yet (KWOK's made-up IPs would instead make each scrape wait for its timeout). The cluster is taken down at the end (the
 integration tests start their own). Writes reports/operator_scale.json; the README's table is copied from it.
 """
 
@@ -77,7 +79,7 @@ class Bench:
                                          stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         threading.Thread(target=self._sample_rss, daemon=True).start()
         deadline = time.monotonic() + 120
-        while not _answers(f"http://127.0.0.1:{HEALTH_PORT}/healthz"):
+        while not _answers(f"http://127.0.0.1:{HEALTH_PORT}/readyz"):
             if self.operator.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the operator did not come up: see .cache/operator-scale.log")
             time.sleep(0.5)
@@ -119,7 +121,8 @@ class Bench:
     def create(self, namespace: str, name: str) -> None:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-            "metadata": {"name": name, "annotations": {"kwok.finetune.io/run-duration": f"{self.args.run_seconds}s"}},
+            "metadata": {"name": name, "annotations": {"kwok.finetune.io/run-duration": f"{self.args.run_seconds}s",
+                                                       "kwok.finetune.io/pod-ip": "127.0.0.1"}},
             "spec": {"model": {"preset": "tiny-llama"}, "dataset": {"uri": "configmap://data/train.jsonl"},
                      "resources": {"gpu": {"count": 1}}, "output": {"uri": f"pvc://shared/{name}"}},
         }  # fmt: skip

@@ -74,6 +74,7 @@ else
 fi
 
 log "ensuring $NODES fake GPU node(s)"
+nodes_yaml() {
 for ((i = 0; i < NODES; i++)); do
   node="gpu-node-$i"
   cat <<EOF
@@ -110,7 +111,9 @@ status:
   allocatable: *resources
 ---
 EOF
-done | kc apply -f - >&2
+done
+}
+if ((NODES > 0)); then nodes_yaml | kc apply -f - >&2; fi
 
 # Nodes beyond FINETUNE_GPU_NODES from an earlier run with a larger count are removed.
 for node in $(kc get nodes -l type=kwok -o name); do

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "FINETUNE_"
+
+
+def _split(value: object) -> object:
+    return (
+        tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+    )
+
+
+CommaSeparated = Annotated[tuple[str, ...], BeforeValidator(_split)]
+"""A tuple of strings, written in the environment as `a,b,c`."""
 
 
 class Settings(BaseModel):
@@ -34,7 +44,7 @@ class Settings(BaseModel):
         default=None,
         description="ServiceAccount of the training pods (none needs API access); default: the namespace's.",
     )
-    namespaces: tuple[str, ...] = Field(
+    namespaces: CommaSeparated = Field(
         default=(), description="Namespaces to watch (comma-separated); empty watches the whole cluster."
     )
     output_storage_size: str = Field(
@@ -56,7 +66,7 @@ class Settings(BaseModel):
         gt=0,
         description="How often a running job's metrics are polled; status is written at most this often.",
     )
-    propagate_annotation_prefixes: tuple[str, ...] = Field(
+    propagate_annotation_prefixes: CommaSeparated = Field(
         default=(),
         description="FineTuneJob annotations with these key prefixes are copied to the training pods (comma-separated).",
     )
@@ -68,7 +78,10 @@ class Settings(BaseModel):
         default="default", description="Namespace of the Lease (the operator's own)."
     )
     health_port: int = Field(
-        default=8080, ge=0, le=65535, description="Liveness endpoint port (/healthz); 0 disables."
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Probe port (/healthz liveness, /readyz readiness); 0 disables.",
     )
     metrics_port: int = Field(
         default=8000, ge=0, le=65535, description="The operator's Prometheus port; 0 disables."
@@ -81,18 +94,11 @@ class Settings(BaseModel):
     log_format: Literal["json", "plain"] = Field(default="json", description="Log line format.")
 
 
-def _env_value(name: str, raw: str) -> object:
-    field = Settings.model_fields[name]
-    if field.annotation is not None and "tuple" in str(field.annotation):
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    return raw
-
-
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from `FINETUNE_*` variables; raises ValueError naming the variable on a bad value."""
     environ = os.environ if environ is None else environ
     values = {
-        name: _env_value(name, environ[ENV_PREFIX + name.upper()])
+        name: environ[ENV_PREFIX + name.upper()]
         for name in Settings.model_fields
         if ENV_PREFIX + name.upper() in environ
     }

@@ -1,9 +1,9 @@
 """`finetune operator`: run the operator (Kopf) against the current kubeconfig or the in-cluster config.
 
-Startup order: settings from the environment, API client, the operator's /metrics server, then leader election
-(a coordination.k8s.io Lease: stand-by replicas wait and serve only /metrics), then Kopf with the handlers of
-`handlers/`, a liveness endpoint (/healthz), JSON logs and explicit watch timeouts. Losing the Lease stops Kopf and
-exits non-zero, so Kubernetes restarts the replica as a stand-by.
+Startup order: settings from the environment, API client, the probes (`health.py`: /healthz, /readyz) and the
+operator's /metrics server, then leader election (a coordination.k8s.io Lease: stand-by replicas wait, alive but not
+ready), then Kopf with the handlers of `handlers/`, JSON logs and explicit watch timeouts. Losing the Lease stops
+Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from prometheus_client import start_http_server
 
 from finetune_operator import handlers, kube
 from finetune_operator.config import Settings
+from finetune_operator.health import Health, serve
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
+MAX_TICK_SECONDS = 120
+"""A poller round over thousands of jobs may take this long before the leader counts as stuck."""
 MAX_WORKERS = 16
 """Threads for the (synchronous) handlers: reconciles of different jobs run in parallel."""
 
@@ -33,37 +36,41 @@ def configure_kopf(settings: Settings) -> Any:
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # the operator posts its own Events, one per phase change
         settings.execution.max_workers = MAX_WORKERS
-        settings.persistence.finalizer = "finetune.io/operator"  # unused: no handler needs one
 
     configured = settings
     return startup
 
 
-def run(settings: Settings, metrics: OperatorMetrics) -> None:
+def run(settings: Settings, metrics: OperatorMetrics, health: Health) -> None:
     """Run Kopf until SIGTERM or SIGINT."""
+    health.leading.set()
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, Reconciler(kube.Kube(), settings, metrics))
+    handlers.register(registry, Reconciler(kube.Kube(), settings, metrics), health.beat)
     kopf.on.startup(registry=registry)(configure_kopf(settings))
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN)
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     kopf.run(
         registry=registry, standalone=True, clusterwide=not settings.namespaces,
-        namespaces=list(settings.namespaces), liveness_endpoint=liveness,
+        namespaces=list(settings.namespaces),
     )  # fmt: skip
 
 
 def main(settings: Settings) -> int:
-    """The process: /metrics, leader election, Kopf. Returns the exit code (1 when the Lease was lost)."""
+    """The process: probes, /metrics, leader election, Kopf. Returns the exit code (1 when the Lease was lost)."""
     kube.load_config()
     logging.getLogger("leaderelection").setLevel(logging.WARNING)  # it logs every renewal at INFO
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # "Handler … succeeded" on every watch event
     metrics = OperatorMetrics()
+    health = Health(max_silence=3 * settings.progress_interval_seconds + MAX_TICK_SECONDS)
+    if settings.health_port:
+        serve(health, settings.health_port)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
     if not settings.leader_election:
-        run(settings, metrics)
+        run(settings, metrics, health)
         return 0
-    lost = kube.run_as_leader(settings.lease_name, settings.lease_namespace, lambda: run(settings, metrics))
+    lost = kube.run_as_leader(
+        settings.lease_name, settings.lease_namespace, lambda: run(settings, metrics, health)
+    )
     if lost:
         logger.error("lost the Lease %s/%s: exiting", settings.lease_namespace, settings.lease_name)
     return 1 if lost else 0

@@ -44,6 +44,7 @@ class PodFacts:
     """The training pods' state, reduced to what the status needs."""
 
     running: int = 0
+    succeeded: int = 0
     unschedulable_since: datetime | None = None
     unschedulable_message: str = ""
     stuck_reason: str = ""
@@ -106,7 +107,7 @@ def _created(pod: dict[str, Any]) -> str:
 
 def pod_facts(pods: list[dict[str, Any]]) -> PodFacts:
     """Facts from the training pods (newest last wins for failures)."""
-    facts: dict[str, Any] = {"running": 0}
+    facts: dict[str, Any] = {"running": 0, "succeeded": 0}
     for pod in sorted(pods, key=_created):
         status, phase = pod.get("status") or {}, (pod.get("status") or {}).get("phase")
         container = _trainer_status(pod)
@@ -115,6 +116,7 @@ def pod_facts(pods: list[dict[str, Any]]) -> PodFacts:
         if phase == "Running" and not pod.get("metadata", {}).get("deletionTimestamp"):
             facts["running"] += 1
         elif phase == "Succeeded":
+            facts["succeeded"] += 1
             facts["succeeded_message"] = termination_message(terminated.get("message"))
         elif phase == "Failed":
             facts["failure"] = termination_message(terminated.get("message"))

@@ -1,7 +1,8 @@
 """The operator's periodic work, one asyncio task: progress of running jobs, and time-based status changes.
 
-Every `interval` seconds it scrapes rank 0's metrics endpoint of each Running job (all concurrently, each with a
-short timeout) and writes `status.progress` when the numbers changed, so at most once per interval per job; and it
+Twice per `interval` it scrapes rank 0's metrics endpoint of each Running job whose last progress write is at least
+`interval` old (all concurrently, each with a short timeout) and writes `status.progress` when the numbers changed,
+so at most once per interval per job; and it
 re-reconciles Pending jobs with unschedulable pods, whose status depends on time (the stall timeout), and
 jobs whose last reconcile raised (Kopf does not redeliver watch events). One task for
 all jobs instead of a Kopf timer per job: no finalizers, and the number of concurrent scrapes stays bounded.
@@ -91,13 +92,18 @@ def _reconcile_logged(
         )
 
 
-async def tick(session: aiohttp.ClientSession, reconciler: Reconciler, indexes: Indexes) -> None:
-    """One round over all jobs."""
+async def tick(
+    session: aiohttp.ClientSession, reconciler: Reconciler, indexes: Indexes, interval: float
+) -> None:
+    """One round over all jobs; a running job is scraped only when its last progress write is `interval` old."""
     scrapes, phases = [], Counter[str]()
     for key, store in list(indexes.finetunejobs.items()):
         for body in list(store):
-            phase = reconciler.status_of(body).get("phase") or "Pending"
+            status = reconciler.status_of(body)
+            phase = status.get("phase") or "Pending"
             phases[phase] += 1
+            if phase == "Running" and not progress.due(status.get("progress"), datetime.now(UTC), interval):
+                continue
             if phase == "Running" and (url := rank_zero_url(indexes.values(indexes.pods, key))):
                 scrapes.append(_scrape(session, reconciler, body, url))
             elif _time_dependent(reconciler, body, phase, pods := indexes.values(indexes.pods, key)):
@@ -122,8 +128,8 @@ async def _in_thread(fn: Callable[..., None], *args: Any) -> None:
     await asyncio.get_running_loop().run_in_executor(_EXECUTOR.get(), fn, *args)
 
 
-async def run(reconciler: Reconciler, indexes: Indexes, interval: float) -> None:
-    """Tick forever (cancelled at operator shutdown); a failing tick is logged and the next one runs.
+async def run(reconciler: Reconciler, indexes: Indexes, interval: float, beat: Callable[[], None]) -> None:
+    """Tick forever (cancelled at operator shutdown), calling `beat` each round; a failing tick is logged.
 
     Blocking calls go to threads of its own, shut down without waiting when it is cancelled: the loop's default
     executor would make the operator's exit wait on them.
@@ -132,19 +138,25 @@ async def run(reconciler: Reconciler, indexes: Indexes, interval: float) -> None
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="poller")
     _EXECUTOR.set(executor)
     try:
-        await _loop(reconciler, indexes, interval, timeout)
+        await _loop(reconciler, indexes, interval, timeout, beat)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def _loop(
-    reconciler: Reconciler, indexes: Indexes, interval: float, timeout: aiohttp.ClientTimeout
+    reconciler: Reconciler,
+    indexes: Indexes,
+    interval: float,
+    timeout: aiohttp.ClientTimeout,
+    beat: Callable[[], None],
 ) -> None:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             started = asyncio.get_running_loop().time()
+            beat()
             try:
-                await tick(session, reconciler, indexes)
+                await tick(session, reconciler, indexes, interval)
             except Exception:
                 logger.exception("poller tick failed")
-            await asyncio.sleep(max(0.0, interval - (asyncio.get_running_loop().time() - started)))
+            # Twice per interval: a job whose write is due waits at most half an interval for its scrape.
+            await asyncio.sleep(max(0.0, interval / 2 - (asyncio.get_running_loop().time() - started)))

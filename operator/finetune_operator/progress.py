@@ -46,6 +46,14 @@ def changed(previous: dict[str, Any] | None, current: dict[str, Any]) -> bool:
     return before != current
 
 
+def due(previous: dict[str, Any] | None, now: datetime, interval: float) -> bool:
+    """True when `interval` seconds passed since the last write (`lastUpdated`), so writes stay that far apart."""
+    last = (previous or {}).get("lastUpdated")
+    if not last:
+        return True
+    return (now - datetime.fromisoformat(str(last).replace("Z", "+00:00"))).total_seconds() >= interval
+
+
 def stamped(current: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The progress block with `lastUpdated`."""
     return {**current, "lastUpdated": now.isoformat().replace("+00:00", "Z")}

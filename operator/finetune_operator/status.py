@@ -91,6 +91,8 @@ def _state(obs: Observation) -> State:
         return State("Queued", "Queued", "waiting for Kueue to admit the workload")
     if pods.running:
         return State("Running", "Training", f"{pods.running} training pod(s) running")
+    if pods.succeeded:  # the pods are done; the Job controller has not marked the Job Complete yet
+        return State("Running", "Finishing", "the training pods finished; waiting for the Job to complete")
     if pods.stuck_reason:
         return State("Pending", pods.stuck_reason, pods.stuck_message, stalled=True)
     if pods.unschedulable_since is not None:

@@ -60,24 +60,37 @@ class OperatorProcess:
         """The settings the process runs with (what it builds its objects from)."""
         return config.from_env(self.env())
 
-    def start(self) -> None:
-        """Start it and wait until its liveness endpoint answers (Kopf is up, indexes are being filled)."""
+    def start(self, ready: bool = True) -> None:
+        """Start it and wait until it is ready (it holds the Lease and its loop ticks), or only alive."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "finetune_operator", "operator"], env=self.env(), stdout=log,
                 stderr=subprocess.STDOUT, cwd=ROOT,
             )  # fmt: skip
-        wait_until("the operator's /healthz", self._healthy, timeout=60)
+        if ready:
+            wait_until("the operator's /readyz", self._ready, timeout=90)
+        else:
+            wait_until("the operator's /healthz", lambda: self._answers("/healthz"), timeout=60)
 
-    def _healthy(self) -> bool:
+    def _ready(self) -> bool:
+        return self._answers("/readyz")
+
+    def _answers(self, path: str) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
+            return self.probe(path) == 200
+        except OSError:
             return False
+
+    def probe(self, path: str) -> int:
+        """The HTTP status of a probe endpoint."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from finetune_operator.api.trainer import ExitCode
 from finetune_operator.cli import app
 from finetune_trainer import local, tiny
 from rich.console import Console
@@ -133,7 +134,7 @@ def test_a_local_dataset_file_and_a_failure_summary(tmp_path: Path) -> None:
 
     code, output = _run(path, "--dataset", data, "--max-steps", 1, "--output", tmp_path / "out")
 
-    assert code == 1
+    assert code == ExitCode.INVALID_CONFIG  # a bad row: no retry can fix it
     assert output.splitlines()[-1] == (
         f"✗ failed (DataError: line 7: field 'completion' missing); log: {tmp_path}/out/.local/trainer.log"
     )

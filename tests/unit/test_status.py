@@ -195,6 +195,13 @@ CASES = [
         stalled=True,
     ),
     Case(
+        "pods done, job not complete yet",
+        job(active=0),
+        [pod("Succeeded", OK)],
+        phase="Running",
+        reason="Finishing",
+    ),
+    Case(
         "spec cannot run",
         None,
         phase="Failed",

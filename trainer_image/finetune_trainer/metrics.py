@@ -12,6 +12,7 @@ the gauges and parses the message.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -55,6 +56,8 @@ class Reporter:
         self.gauges = {
             metric: Gauge(metric.value, doc, registry=self.registry) for metric, doc in _HELP.items()
         }
+        for gauge in self.gauges.values():  # NaN until measured: a scrape must not read 0 as an eval loss
+            gauge.set(math.nan)
         self.total_steps = total_steps
         self._server: Any = None
         self._cuda = torch.cuda.is_available()

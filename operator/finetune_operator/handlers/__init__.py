@@ -12,6 +12,7 @@ its children go with it through their owner references.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -36,8 +37,11 @@ def _key(namespace: str | None, name: str) -> Key:
     return (namespace or "", name)
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    """Register the indexes and handlers on `registry`. Kopf passes the indexes as kwargs named after them."""
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Callable[[], None]) -> None:
+    """Register the indexes and handlers on `registry` (Kopf passes the indexes as kwargs named after them).
+
+    `beat` is called on every poller tick: the liveness probe's sign that the operator's loop runs.
+    """
     settings, tasks = reconciler.settings, set[asyncio.Task[None]]()
 
     def reconcile(key: Key, indexes: Indexes, body: dict[str, Any] | None = None) -> None:
@@ -89,7 +93,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.startup(registry=registry)
     async def start_poller(**kwargs: Any) -> None:
         indexes = poller.Indexes(kwargs["finetunejobs"], kwargs["trainer_jobs"], kwargs["trainer_pods"])
-        tasks.add(asyncio.create_task(poller.run(reconciler, indexes, settings.progress_interval_seconds)))
+        tasks.add(
+            asyncio.create_task(poller.run(reconciler, indexes, settings.progress_interval_seconds, beat))
+        )
 
     @kopf.on.cleanup(registry=registry)
     async def stop_poller(**_: Any) -> None:
