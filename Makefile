@@ -5,7 +5,7 @@ export PIP_ROOT_USER_ACTION := ignore
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: test deps lint types unit trainer integration e2e crd chart-docs demo cluster-up cluster-down kind-up kind-down images bench
+.PHONY: test deps lint types unit trainer integration e2e crd chart-docs tools demo cluster-up cluster-down kind-up kind-down images bench
 
 test: deps lint types unit trainer integration e2e
 
@@ -41,6 +41,10 @@ e2e:
 crd: deps
 	finetune crd --readme README.md
 	cp crds/*.yaml helm/finetune-operator/crds/
+
+# helm, kubeconform and fluxcel for the chart's tests (they build them on first use too); cached like the cluster's.
+tools:
+	hack/tools/build.sh
 
 # helm/README.md's configuration reference (values.schema.json) and metrics reference (the code's registries).
 chart-docs: deps

@@ -36,7 +36,7 @@ class Settings(BaseModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of the training pods."
     )
-    image_pull_secrets: tuple[str, ...] = Field(
+    image_pull_secrets: CommaSeparated = Field(
         default=(),
         description="Secrets in the job's namespace for pulling the trainer image (comma-separated names).",
     )

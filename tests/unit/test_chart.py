@@ -158,6 +158,9 @@ def test_restricted_pod_security() -> None:
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
     }  # fmt: skip
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    strategy = _one(_objects([CHART / "ci" / "monitoring-values.yaml"]), "Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "Recreate"}, "stand-bys are never Ready: a rolling update would never finish"
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
