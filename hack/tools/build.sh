@@ -6,7 +6,8 @@
 #                   its go.mod), keyed by a hash of its sources
 # From source through the Go module proxy, with the version ldflags their release builds set (so `helm version`
 # and `kubeconform -v` tell the truth; helm's default Kubernetes version comes from its client-go, as in its Makefile).
-# Caching as in hack/cluster/build.sh (hack/cache.sh): cold ~8 min on 2 cores, then seconds.
+# Caching as in hack/cluster/build.sh (hack/cache.sh). Measured cold on the shared 2-core VM: helm 165 s, fluxcel
+# 140 s, kubeconform 8 s; from the shared cache (a fresh clone): well under a second.
 # Output: prints the bin directory holding the binaries (last line of stdout).
 set -euo pipefail
 

@@ -105,3 +105,8 @@ def test_no_ttl_deletes_a_finished_job() -> None:
 def test_argocd_cm_snippet_holds_the_script() -> None:
     cm = yaml.safe_load((ARGO_DIR.parents[2] / "argocd-cm.yaml").read_text())
     assert cm["data"]["resource.customizations.health.finetune.io_FineTuneJob"] == HEALTH_LUA
+
+
+def test_argocd_cm_snippet_is_a_valid_config_map() -> None:
+    summary = charttools.kubeconform([ARGO_DIR.parents[2] / "argocd-cm.yaml"], skip=())
+    assert "Valid: 1, Invalid: 0, Errors: 0" in summary, summary
