@@ -56,7 +56,9 @@ def _wait_for_default_service_account(kube: Kube, namespace: str) -> None:
 def test_operator_reconciles_in_the_watched_namespace_only(
     kube: Kube, watched: str, namespace: str, release: Release, chart_operator: ChartOperator
 ) -> None:
-    assert release.can("batch", "jobs", "create", watched) and not release.can("batch", "jobs", "create", namespace)
+    assert release.can("batch", "jobs", "create", watched) and not release.can(
+        "batch", "jobs", "create", namespace
+    )
     _wait_for_default_service_account(kube, watched)
     inside, outside = World(kube, watched, chart_operator), World(kube, namespace, chart_operator)
     try:
