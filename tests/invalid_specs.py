@@ -150,6 +150,12 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.task.promptFormat",
         {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "promptFormat": "plain"}},
     ),
+    _case(
+        "loss-on-seq2seq",
+        "spec.task.lossOn",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "lossOn": "all"}},
+    ),
+    _case("loss-on-unknown", "spec.task.lossOn", {"task": {"lossOn": "user"}}),
     _case("encoder-causal-lm", "spec.task.type", {"model": _BERT}),
     _case(
         "encdec-classification",

@@ -49,6 +49,16 @@ class TaskSpec(ApiModel):
             "model's tokenizer has a chat template, else plain. Chat rows (messages) always use the template."
         ),
     )
+    loss_on: Literal["assistant", "last-assistant", "completion", "all"] = Field(
+        default="assistant",
+        description=(
+            "causal-lm: which tokens are trained. assistant: every assistant message of a chat (from its text "
+            "through the template's end of turn), and the completion of prompt/completion rows. last-assistant: "
+            "only the final assistant message. completion: only the completion (of a messages chat, its final "
+            "assistant message). all: every token, system and user turns and prompts included. Plain text rows "
+            "are trained whole."
+        ),
+    )
 
     rules = (
         Rule(
@@ -68,6 +78,12 @@ class TaskSpec(ApiModel):
             message="task.promptFormat only applies to causal-lm; remove it",
             check=lambda t: t.type == "causal-lm" or t.prompt_format == "auto",
             cel="self.type == 'causal-lm' || self.promptFormat == 'auto'",
+        ),
+        Rule(
+            field="lossOn",
+            message="task.lossOn only applies to causal-lm; remove it",
+            check=lambda t: t.type == "causal-lm" or t.loss_on == "assistant",
+            cel="self.type == 'causal-lm' || self.lossOn == 'assistant'",
         ),
         Rule(
             field="sourcePrefix",
