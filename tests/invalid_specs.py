@@ -244,6 +244,16 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.training.packing",
         {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "training": {"packing": True}},
     ),
+    _case(
+        "shape-on-classification",
+        "spec.dataset.shape",
+        {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "dataset": {"shape": "text"}},
+    ),
+    _case("shape-unknown", "spec.dataset.shape", {"dataset": {"shape": "sharegpt"}}),
+    _case(
+        "chat-role-unknown", "spec.dataset.chat.roles.gpt", {"dataset": {"chat": {"roles": {"gpt": "model"}}}}
+    ),
+    _case("chat-role-key-empty", "spec.dataset.chat.roleKey", {"dataset": {"chat": {"roleKey": ""}}}),
     _case("eval-steps-without-validation", "spec.training.evalSteps", {"training": {"evalSteps": 10}}),
     # distributed
     _case(

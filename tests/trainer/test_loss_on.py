@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from finetune_operator.api.data import ColumnMapping, TaskSpec
 from finetune_trainer import tasks
 
-from tests.trainer.test_chat_format import _bos, _ids, _tokenizer
+from tests.trainer.test_chat_format import _bos, _ids, _tokenizer, encode
 
 T, F = True, False
 IM = ["<|im_start|>"]
@@ -31,7 +30,7 @@ def tokenizer(request: pytest.FixtureRequest) -> Any:
 
 
 def _encode(tokenizer: Any, row: dict[str, Any], max_len: int = 128, **task: Any) -> tasks.Features:
-    return tasks.encode_causal_lm(row, tokenizer, TaskSpec(**task), ColumnMapping(), max_len)
+    return encode(tokenizer, row, max_len, **task)
 
 
 def _expect(tokenizer: Any, *parts: tuple[list[str], bool]) -> tasks.Features:

@@ -117,15 +117,13 @@ def _plain(tokenizer: Any, prompt: str, answer: str, loss_on: str, max_len: int)
 def encode_causal_lm(
     row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
 ) -> Features:
-    """Chat (messages), instruction (prompt/completion, as a chat or plain: `task.promptFormat`) or plain text;
-    the trained tokens follow `task.lossOn`."""
-    loss_on = task.loss_on
-    if columns.messages in row:
-        messages = row[columns.messages]
-        return _chat(tokenizer, messages[:-1], messages[-1:], loss_on, max_len)
-    if columns.prompt not in row:
-        return _plain(tokenizer, "", row[columns.text], "all", max_len)
-    prompt, completion = row[columns.prompt], row[columns.completion]
+    """A `data.sample`: text, a chat (prompt and completion as messages), or an instruction (as a chat or plain:
+    `task.promptFormat`); the trained tokens follow `task.lossOn`."""
+    if "text" in row:
+        return _plain(tokenizer, "", row["text"], "all", max_len)
+    prompt, completion, loss_on = row["prompt"], row["completion"], task.loss_on
+    if isinstance(prompt, list):
+        return _chat(tokenizer, prompt, completion, loss_on, max_len)
     chat = task.prompt_format == "chat" or (task.prompt_format == "auto" and has_chat_template(tokenizer))
     if chat:
         turns = [{"role": "user", "content": prompt}], [{"role": "assistant", "content": completion}]

@@ -95,6 +95,12 @@ class FineTuneJobSpec(ApiModel):
             cel="!self.training.packing || self.task.type == 'causal-lm'",
         ),
         Rule(
+            field="dataset.shape",
+            message="dataset.shape only applies to task.type causal-lm; remove it (the task names its columns)",
+            check=lambda s: s.dataset.shape == "auto" or s.task.type == "causal-lm",
+            cel="self.dataset.shape == 'auto' || self.task.type == 'causal-lm'",
+        ),
+        Rule(
             field="output.mergeAdapter",
             message="output.mergeAdapter needs an adapter method (lora, qlora, dora); full fine-tuning has none",
             check=lambda s: not s.output.merge_adapter or s.method.type != "full",
