@@ -155,6 +155,21 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.task.lossOn",
         {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "lossOn": "all"}},
     ),
+    _case(
+        "chat-template-on-seq2seq",
+        "spec.task.chatTemplate",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "chatTemplate": "chatml"}},
+    ),
+    _case("chat-template-unknown", "spec.task.chatTemplate", {"task": {"chatTemplate": "llama3"}}),
+    _case(
+        "chat-template-escapes", "spec.task.chatTemplate", {"task": {"chatTemplate": "../other/chat.jinja"}}
+    ),
+    _case("chat-template-absolute", "spec.task.chatTemplate", {"task": {"chatTemplate": "/etc/chat.jinja"}}),
+    _case(
+        "chat-template-file-over-https",
+        "spec.task.chatTemplate",
+        {"task": {"chatTemplate": "chat.jinja"}, "dataset": {"uri": "https://example.com/train.jsonl"}},
+    ),
     _case("loss-on-unknown", "spec.task.lossOn", {"task": {"lossOn": "user"}}),
     _case("encoder-causal-lm", "spec.task.type", {"model": _BERT}),
     _case(

@@ -45,6 +45,7 @@ from finetune_trainer import (
     ownership,
     storage,
     tasks,
+    templates,
 )
 from finetune_trainer.checkpoint import Position
 
@@ -91,6 +92,7 @@ class FineTuneRecipe:
         """Resolve the model, read the data, build model and engine, restore a checkpoint, in dependency order."""
         _seed_everything(self.spec.training.seed)
         self.tokenizer = model.load_tokenizer(self.base_dir, self.spec.model.trust_remote_code)
+        templates.apply(self.tokenizer, self.spec.task, self.spec.dataset, self.cfg.paths)
         # Data comes before the model: a bad dataset fails in seconds, not after minutes of loading weights.
         self._setup_data()
         self.total_steps = self._plan_steps()
@@ -116,6 +118,7 @@ class FineTuneRecipe:
         if splits.shape is not None:
             self.data_info.update(shape=splits.shape.name, shape_from=splits.shape.origin)
         self.reporter.event("data", **self.data_info)
+        templates.require(self.tokenizer, self.spec.task, splits.shape)
         max_len = min(self.spec.training.max_seq_length, self.tokenizer.model_max_length)
         encode = (self.tokenizer, self.spec.task, self.spec.dataset.columns, max_len)
         self.train_set = tasks.encode_all(splits.train, *encode)

@@ -70,7 +70,7 @@ def _render(tokenizer: Any, messages: list[Record], generation: bool, full: str)
         raise DataError(
             f"the chat template renders the first {len(messages)} messages differently inside the whole chat, so "
             "the assistant turns cannot be told apart; use a template that renders a chat as a prefix of a longer "
-            "one (dataset.chatTemplate)"
+            "one (task.chatTemplate)"
         )
     return len(text)
 
@@ -82,7 +82,7 @@ def _chat(
     if not has_chat_template(tokenizer):
         raise DataError(
             "the model's tokenizer has no chat template, so chats cannot be encoded; name one with "
-            "dataset.chatTemplate (e.g. chatml), or use prompt/completion rows with task.promptFormat plain"
+            "task.chatTemplate (e.g. chatml), or use prompt/completion rows with task.promptFormat plain"
         )
     messages = prompt + completion
     full = str(tokenizer.apply_chat_template(messages, tokenize=False))

@@ -17,6 +17,11 @@ ROW_SHAPES = ("text", "prompt-completion", "conversational", "conversational-pro
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
+def _template_name_ok(name: str) -> bool:
+    inside = name.endswith(".jinja") and not name.startswith("/") and ".." not in name.split("/")
+    return name == "chatml" or inside
+
+
 class TaskSpec(ApiModel):
     """The training objective. The dataset columns it reads are named in `dataset.columns`."""
 
@@ -52,6 +57,17 @@ class TaskSpec(ApiModel):
             "model's tokenizer has a chat template, else plain. Chat rows (messages) always use the template."
         ),
     )
+    chat_template: str | None = Field(
+        default=None,
+        max_length=256,
+        json_schema_extra={"pattern": r"^(chatml|[A-Za-z0-9_./-]+\.jinja)$"},
+        description=(
+            "causal-lm: the chat template chats and chat-formatted instructions are rendered with, saved with the "
+            "result so serving uses the same format. Unset: the model's own. chatml: the built-in ChatML "
+            "(<|im_start|>role ... <|im_end|>). A path ending in .jinja: a file in the dataset's volume (the same "
+            "PVC or ConfigMap as dataset.uri), e.g. templates/chat.jinja."
+        ),
+    )
     loss_on: Literal["assistant", "last-assistant", "completion", "all"] = Field(
         default="assistant",
         description=(
@@ -81,6 +97,19 @@ class TaskSpec(ApiModel):
             message="task.promptFormat only applies to causal-lm; remove it",
             check=lambda t: t.type == "causal-lm" or t.prompt_format == "auto",
             cel="self.type == 'causal-lm' || self.promptFormat == 'auto'",
+        ),
+        Rule(
+            field="chatTemplate",
+            message="task.chatTemplate only applies to causal-lm; remove it",
+            check=lambda t: t.type == "causal-lm" or t.chat_template is None,
+            cel="self.type == 'causal-lm' || !has(self.chatTemplate)",
+        ),
+        Rule(
+            field="chatTemplate",
+            message="task.chatTemplate is chatml or a .jinja path inside the dataset's volume, without '..'",
+            check=lambda t: t.chat_template is None or _template_name_ok(t.chat_template),
+            cel="!has(self.chatTemplate) || self.chatTemplate == 'chatml' || (self.chatTemplate.endsWith('.jinja') "
+            "&& !self.chatTemplate.startsWith('/') && !self.chatTemplate.split('/').exists(p, p == '..'))",
         ),
         Rule(
             field="lossOn",
