@@ -242,9 +242,12 @@ def _chat(messages: list[Any], field: str, keys: ChatKeys, start: int = 1) -> li
 def sample(row: Record, shape: str, columns: ColumnMapping, keys: ChatKeys) -> Record:
     """A checked causal-lm row as the encoder reads it: {text}, or {prompt, completion} as two strings or as two
     lists of {role, content} messages (a conversational row is split before its last message)."""
-    if shape == "text":
-        return {"text": row[columns.text]}
-    if shape == "prompt-completion":
+    if shape in ("text", "prompt-completion"):
+        trained = columns.text if shape == "text" else columns.completion
+        if not row[trained].strip():
+            raise DataError(f"field {trained!r} is empty; fill it or remove the row")
+        if shape == "text":
+            return {"text": row[columns.text]}
         return {"prompt": row[columns.prompt], "completion": row[columns.completion]}
     if shape == "conversational":
         messages = _chat(row[columns.messages], columns.messages, keys)
@@ -270,17 +273,33 @@ def _check_labels(where: str, row: Record, task: TaskSpec, columns: ColumnMappin
             raise DataError(f"{where}: label {value!r} is not in task.labels {labels}")
 
 
-def validate(rows: list[Row], task: TaskSpec, dataset: DatasetSpec) -> tuple[list[Row], Shape | None]:
-    """Raise DataError naming the first bad row; return the rows (causal-lm: as samples) and the row shape."""
+def check_rows(
+    rows: list[Row], task: TaskSpec, dataset: DatasetSpec
+) -> tuple[list[Row], list[str], Shape | None]:
+    """The good rows (causal-lm: as samples), one line per bad row naming its place, and the causal-lm row shape."""
     shape = None
     if task.type == "causal-lm":
         declared = dataset.shape != "auto"
         name = dataset.shape if declared else infer_shape(rows[0].fields, dataset.columns)
         shape = Shape(name, "dataset.shape" if declared else f"inferred from {rows[0].where}")
-    checked = [
-        Row(r.where, _check_row(r.where, r.fields, task, dataset, shape or Shape("", ""))) for r in rows
-    ]
-    return checked, shape
+    good: list[Row] = []
+    problems: list[str] = []
+    for row in rows:
+        try:
+            good.append(
+                Row(row.where, _check_row(row.where, row.fields, task, dataset, shape or Shape("", "")))
+            )
+        except DataError as exc:
+            problems.append(str(exc))
+    return good, problems, shape
+
+
+def validate(rows: list[Row], task: TaskSpec, dataset: DatasetSpec) -> tuple[list[Row], Shape | None]:
+    """Raise DataError naming the first bad row; return the rows (causal-lm: as samples) and the row shape."""
+    good, problems, shape = check_rows(rows, task, dataset)
+    if problems:
+        raise DataError(problems[0])
+    return good, shape
 
 
 def split(rows: list[Row], dataset: DatasetSpec, seed: int) -> Splits:
