@@ -80,7 +80,10 @@ def test_csv_lines_count_the_header_and_unreadable_json_is_named(tmp_path: Path)
     csv.write_text('prompt,completion\nSay hi,Hi!\n"two\nlines",\n')
     broken = _write(tmp_path / "broken.jsonl", [{"messages": HI}, '{"messages": ['])
 
-    assert _validate("--data", csv)[1][0] == f"✗ {csv}: line 3: field 'completion' is empty; fill it or remove the row"
+    assert (
+        _validate("--data", csv)[1][0]
+        == f"✗ {csv}: line 3: field 'completion' is empty; fill it or remove the row"
+    )
     assert _validate("--data", broken) == (
         1,
         [f"✗ {broken}: line 2: not valid JSON (Expecting value at column 15)"],
