@@ -6,6 +6,7 @@ first); each expectation is written as the pieces of the rendered row, trained (
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +109,23 @@ def test_a_long_chat_keeps_the_end_of_the_last_reply_and_cuts_context_from_the_l
     assert cut == {"input_ids": whole["input_ids"][-window:], "labels": whole["labels"][-window:]}
     at = len(whole["input_ids"]) - last_reply  # a tight window: half context, half the start of the reply
     assert _encode(tokenizer, TWO_TURNS, max_len=4)["input_ids"] == whole["input_ids"][at - 2 : at + 2]
+
+
+def _marked(tokenizer: Any, features: tasks.Features) -> str:
+    """The encoded row as text, each run of trained tokens in ⟦ ⟧."""
+    runs: list[tuple[bool, list[int]]] = []
+    for token, label in zip(features["input_ids"], features["labels"], strict=True):
+        if runs and runs[-1][0] == (label != tasks.IGNORE):
+            runs[-1][1].append(token)
+        else:
+            runs.append((label != tasks.IGNORE, [token]))
+    return "".join(
+        f"⟦{tokenizer.decode(ids)}⟧" if trained else tokenizer.decode(ids) for trained, ids in runs
+    )
+
+
+def test_the_readme_s_worked_example_is_what_the_encoder_trains() -> None:
+    tokenizer = _tokenizer(bos_in_template=False)
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+
+    assert f"```text\n{_marked(tokenizer, _encode(tokenizer, TWO_TURNS))}\n```" in readme
