@@ -112,3 +112,15 @@ def test_the_template_trained_with_is_saved_with_the_result(
     assert run.rc == 0, run.summary
     for folder in (run.output, run.output / "merged"):
         assert transformers.AutoTokenizer.from_pretrained(folder).chat_template == templates.CHATML
+
+
+def test_a_template_that_refuses_a_chat_names_the_row_s_problem() -> None:
+    tokenizer = _bare()
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Roles must alternate') }}{% endif %}"
+    )
+
+    with pytest.raises(
+        data.DataError, match=r"^the chat template refuses this chat \(Roles must alternate\); fix"
+    ):
+        encode(tokenizer, TWO_TURNS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jinja2
 from finetune_operator.api.data import ColumnMapping, TaskSpec
 
 from finetune_trainer.data import DataError, Record
@@ -63,9 +64,18 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def _apply(tokenizer: Any, messages: list[Record], generation: bool) -> str:
+    try:
+        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=generation, tokenize=False))
+    except jinja2.TemplateError as exc:
+        raise DataError(
+            f"the chat template refuses this chat ({exc}); fix the row or set task.chatTemplate"
+        ) from None
+
+
 def _render(tokenizer: Any, messages: list[Record], generation: bool, full: str) -> int:
     """Where `messages` end inside the rendered `full` chat (after the generation prompt when `generation`)."""
-    text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=generation, tokenize=False))
+    text = _apply(tokenizer, messages, generation)
     if not full.startswith(text):
         raise DataError(
             f"the chat template renders the first {len(messages)} messages differently inside the whole chat, so "
@@ -85,7 +95,7 @@ def _chat(
             "task.chatTemplate (e.g. chatml), or use prompt/completion rows with task.promptFormat plain"
         )
     messages = prompt + completion
-    full = str(tokenizer.apply_chat_template(messages, tokenize=False))
+    full = _apply(tokenizer, messages, False)
     last = len(messages) - 1
     cuts: list[tuple[int, int, bool]] = []  # (start, end, trained) of each assistant message
     for index, message in enumerate(messages):
