@@ -150,6 +150,27 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.task.promptFormat",
         {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "promptFormat": "plain"}},
     ),
+    _case(
+        "loss-on-seq2seq",
+        "spec.task.lossOn",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "lossOn": "all"}},
+    ),
+    _case(
+        "chat-template-on-seq2seq",
+        "spec.task.chatTemplate",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq", "chatTemplate": "chatml"}},
+    ),
+    _case("chat-template-unknown", "spec.task.chatTemplate", {"task": {"chatTemplate": "llama3"}}),
+    _case(
+        "chat-template-escapes", "spec.task.chatTemplate", {"task": {"chatTemplate": "../other/chat.jinja"}}
+    ),
+    _case("chat-template-absolute", "spec.task.chatTemplate", {"task": {"chatTemplate": "/etc/chat.jinja"}}),
+    _case(
+        "chat-template-file-over-https",
+        "spec.task.chatTemplate",
+        {"task": {"chatTemplate": "chat.jinja"}, "dataset": {"uri": "https://example.com/train.jsonl"}},
+    ),
+    _case("loss-on-unknown", "spec.task.lossOn", {"task": {"lossOn": "user"}}),
     _case("encoder-causal-lm", "spec.task.type", {"model": _BERT}),
     _case(
         "encdec-classification",
@@ -238,6 +259,16 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.training.packing",
         {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "training": {"packing": True}},
     ),
+    _case(
+        "shape-on-classification",
+        "spec.dataset.shape",
+        {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "dataset": {"shape": "text"}},
+    ),
+    _case("shape-unknown", "spec.dataset.shape", {"dataset": {"shape": "sharegpt"}}),
+    _case(
+        "chat-role-unknown", "spec.dataset.chat.roles.gpt", {"dataset": {"chat": {"roles": {"gpt": "model"}}}}
+    ),
+    _case("chat-role-key-empty", "spec.dataset.chat.roleKey", {"dataset": {"chat": {"roleKey": ""}}}),
     _case("eval-steps-without-validation", "spec.training.evalSteps", {"training": {"evalSteps": 10}}),
     # distributed
     _case(

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from finetune_operator import api, apidocs, crd
+from finetune_operator.api.data import DatasetSpec, TaskSpec
+from finetune_operator.api.training import TrainingSpec
 
 app = typer.Typer(
     help="finetune-operator: fine-tune LLMs on Kubernetes with FineTuneJob resources.", no_args_is_help=True
@@ -41,6 +43,11 @@ def ok(line: str) -> None:
 def fail(line: str) -> None:
     """Print an error line on stderr; `line` is shown verbatim."""
     err.print(f"[red]✗[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def note(line: str) -> None:
+    """Print a line worth knowing that is not an error; `line` is shown verbatim."""
+    console.print(f"[yellow]![/yellow] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
@@ -73,9 +80,29 @@ def validate_file(path: Path) -> list[str]:
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Manifests to check (YAML, multi-document).")],
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Manifests to check (YAML, multi-document).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local dataset file to check with the trainer's row checks, read as the manifest's "
+            "spec.dataset and spec.task say (defaults without a manifest)."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --data: a local folder with the model's tokenizer, to count rows longer than "
+            "training.maxSeqLength (loads transformers; without it lengths are not checked)."
+        ),
+    ] = None,
 ) -> None:
-    """Check FineTuneJob manifests offline with the rules of the CRD and the webhook."""
+    """Check FineTuneJob manifests offline with the rules of the CRD and the webhook, and (--data) a dataset file."""
+    files = files or []
+    if data is None and not files:
+        fail("give manifests to check, or --data FILE (with at most one manifest)")
+        raise typer.Exit(code=2)
     failed = False
     for path in files:
         problems = validate_file(path)
@@ -84,7 +111,34 @@ def validate(
             fail(line)
         if not problems:
             ok(str(path))
+    if data is not None:
+        failed |= _validate_data(data, files, model) if not failed else True
     raise typer.Exit(code=1 if failed else 0)
+
+
+def _validate_data(path: Path, manifests: list[Path], model: Path | None) -> bool:
+    """Check `path` as the (single) manifest's job reads it; True when a row is bad or the file unreadable."""
+    from finetune_trainer.check import check_data, describe  # no torch: see finetune_trainer.check
+    from finetune_trainer.data import DataError
+
+    jobs = [api.parse(d) for m in manifests for d in load_documents(m) if d.get("kind") == api.KIND]
+    if len(jobs) > 1:
+        fail(
+            f"--data is read as one job's spec.dataset and spec.task; give one manifest, not {len(jobs)} jobs"
+        )
+        return True
+    spec = jobs[0].spec if jobs else None
+    dataset = spec.dataset if spec else DatasetSpec(uri=f"pvc://local/{path.name}")
+    task = spec.task if spec else TaskSpec()
+    max_len = spec.training.max_seq_length if spec else TrainingSpec().max_seq_length
+    try:
+        report = check_data(path, task, dataset, max_len, model)
+    except (DataError, OSError) as exc:
+        fail(f"{path}: {exc}")
+        return True
+    for kind, line in describe(report, path):
+        {"bad": fail, "ok": ok, "note": note}[kind](line)
+    return bool(report.problems)
 
 
 @app.command(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import transformers
-from finetune_operator.api.data import ColumnMapping, TaskSpec
-from finetune_trainer import tasks, tiny
+from finetune_operator.api.data import ColumnMapping, DatasetSpec, TaskSpec
+from finetune_trainer import data, tasks, tiny
 from finetune_trainer.data import DataError
 from tokenizers import processors
 
@@ -48,8 +48,14 @@ def tokenizer(request: pytest.FixtureRequest) -> Any:
     return _tokenizer(request.param)
 
 
-def _encode(tokenizer: Any, row: dict[str, Any], **task: Any) -> tasks.Features:
-    return tasks.encode_causal_lm(row, tokenizer, TaskSpec(**task), ColumnMapping(), 64)
+def encode(
+    tokenizer: Any, row: dict[str, Any], max_len: int = 64, dataset: dict[str, Any] | None = None, **task: Any
+) -> tasks.Features:
+    """One row checked and encoded as the trainer does, under a TaskSpec of `task` (and a DatasetSpec of
+    `dataset`)."""
+    spec, rows = TaskSpec(**task), [data.Row("line 1", row)]
+    (sample,), _ = data.validate(rows, spec, DatasetSpec(uri="pvc://data/x", **(dataset or {})))
+    return tasks.encode_causal_lm(sample.fields, tokenizer, spec, ColumnMapping(), max_len)
 
 
 def _ids(tokenizer: Any, *pieces: str) -> list[int]:
@@ -74,22 +80,22 @@ def test_a_chat_gets_the_template_s_special_tokens_once(tokenizer: Any) -> None:
                   "<|im_start|>", "user\nSay hi", "<|im_end|>", "\n", "<|im_start|>", "assistant\n")  # fmt: skip
     answer = _ids(tokenizer, "Hi!", "<|im_end|>", "\n")
 
-    assert _encode(tokenizer, CHAT) == {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+    assert encode(tokenizer, CHAT) == {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
     assert prompt[:2] == ([1, 2] if _bos(tokenizer) else [2, tokenizer.encode("system")[0]])
 
 
 def test_prompt_completion_rows_are_a_chat_by_default(tokenizer: Any) -> None:
-    as_chat = _encode(tokenizer, AS_CHAT)
+    as_chat = encode(tokenizer, AS_CHAT)
 
-    assert _encode(tokenizer, INSTRUCTION) == as_chat
-    assert _encode(tokenizer, INSTRUCTION, prompt_format="chat") == as_chat
+    assert encode(tokenizer, INSTRUCTION) == as_chat
+    assert encode(tokenizer, INSTRUCTION, prompt_format="chat") == as_chat
 
 
 def test_plain_prompt_completion_rows_get_bos_only_from_the_tokenizer(tokenizer: Any) -> None:
     prompt = _ids(tokenizer, *_bos(tokenizer), "Say hi")
     answer = _ids(tokenizer, "Hi!", "<|im_end|>")
 
-    features = _encode(tokenizer, INSTRUCTION, prompt_format="plain")
+    features = encode(tokenizer, INSTRUCTION, prompt_format="plain")
 
     assert features == {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
 
@@ -98,10 +104,10 @@ def test_without_a_chat_template_instructions_are_plain_and_chats_refused() -> N
     tokenizer = _tokenizer(bos_in_template=False)
     tokenizer.chat_template = None
 
-    assert _encode(tokenizer, INSTRUCTION) == _encode(tokenizer, INSTRUCTION, prompt_format="plain")
+    assert encode(tokenizer, INSTRUCTION) == encode(tokenizer, INSTRUCTION, prompt_format="plain")
     for row, task in [(INSTRUCTION, {"prompt_format": "chat"}), (AS_CHAT, {})]:
         with pytest.raises(DataError, match="the model's tokenizer has no chat template"):
-            _encode(tokenizer, row, **task)
+            encode(tokenizer, row, **task)
 
 
 def test_prompt_format_reaches_the_trainer(train: Callable[..., Run]) -> None:

@@ -24,18 +24,18 @@ CHAT = {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant"
         ([INSTRUCTIONS[0], {"prompt": 7, "completion": "x"}], "line 2: field 'prompt' should be a str, got int"),
         ([INSTRUCTIONS[0], ["not", "an", "object"]], "line 2: expected an object with named fields, got list"),
         ([{"messages": [{"role": "user", "content": "hi"}]}] * 4,
-         "line 1: the last message of a chat must have role 'assistant'"),
+         "line 1: the last message of 'messages' must have role 'assistant'"),
         ([CHAT, {"messages": ["hi", "hello"]}],
          "line 2: message 1 of 'messages' is a str; write each message as an object {\"role\": \"user\", "),
         ([CHAT, CHAT, {"messages": [{"user": "hi"}, CHAT["messages"][1]]}],
          "line 3: message 1 of 'messages' needs a 'role' and a 'content' string, got keys ['user']"),
         ([*INSTRUCTIONS[:3], {"messages": [{"role": "user", "content": "hi"}]}],
-         "line 4: the last message of a chat must have role 'assistant'"),
+         "line 4: a conversational row in a prompt-completion dataset (inferred from line 1)"),
         ([], "the dataset is empty"),
         (INSTRUCTIONS[:2], "2 training examples are fewer than one global batch (4)"),
     ],
     ids=["missing-column", "wrong-type", "not-an-object", "chat-without-answer", "chat-of-strings",
-         "message-without-role", "chat-without-answer-on-line-4", "empty", "too-small"],
+         "message-without-role", "chat-among-instructions", "empty", "too-small"],
 )  # fmt: skip
 def test_bad_rows_name_the_row(train: Callable[..., Run], rows: list[Any], message: str) -> None:
     run = train(LLAMA_JOB, rows)

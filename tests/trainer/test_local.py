@@ -50,13 +50,14 @@ def test_run_local_trains_the_tiny_example(tmp_path: Path, monkeypatch: pytest.M
     log = parse_events((tmp_path / "out" / ".local" / "trainer.log").read_text())
     moves = [(e["event"], e["step"]) for e in log if e["event"] in ("progress", "step")]
     assert moves == [*(("progress", step) for step in range(1, 6)), ("step", 6)]
-    assert result.first_loss == log[1]["loss"]
+    first_step = next(e for e in log if e["event"] == "progress")
+    assert result.first_loss == first_step["loss"]
     assert result.tokens_per_second is not None
     assert result.tokens_per_second > 0
     digest = hashlib.sha256((tmp_path / "out" / "manifest.json").read_bytes()).hexdigest()
     first, where, sha = local.describe(result)
     assert first.startswith("trained tiny-lora: 6 steps in ")
-    assert f"loss {log[1]['loss']:.4f} → {result.summary.metrics['loss']:.4f}" in first
+    assert f"loss {first_step['loss']:.4f} → {result.summary.metrics['loss']:.4f}" in first
     assert first.endswith(" tokens/s")
     assert where == f"adapter: {tmp_path / 'out'}"
     assert sha.startswith(f"digest: sha256:{digest} ")

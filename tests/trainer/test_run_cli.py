@@ -186,3 +186,22 @@ def test_the_termination_message_is_read_leniently(tmp_path: Path, text: str, ex
         assert summary is not None
         assert {key: getattr(summary, key) for key in expected} == expected
     assert local.read_summary(tmp_path / "missing") is None
+
+
+def test_a_chat_template_beside_the_data_in_the_configmap_is_used_and_saved(tmp_path: Path) -> None:
+    import transformers
+    from finetune_trainer.templates import CHATML
+
+    chats = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
+             for r in INSTRUCTIONS]  # fmt: skip
+    job = _job("configmap://faq/train.jsonl")
+    job["spec"]["task"] = {"chatTemplate": "chat.jinja"}
+    data = {"train.jsonl": "".join(json.dumps(c) + "\n" for c in chats), "chat.jinja": CHATML}
+    path = _manifest(
+        tmp_path, job, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "faq"}, "data": data}
+    )
+
+    code, output = _run(path, "--max-steps", 1, "--output", tmp_path / "out")
+
+    assert code == 0, output
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == CHATML

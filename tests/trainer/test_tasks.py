@@ -138,11 +138,10 @@ def test_question_answering_on_tiny_bert(train: Callable[..., Run]) -> None:
 
 
 def test_chat_sft_trains_only_the_assistant_turn(train: Callable[..., Run]) -> None:
-    from finetune_operator.api.data import ColumnMapping, TaskSpec
-    from finetune_trainer import tasks
+    from tests.trainer.test_chat_format import encode
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(LLAMA)
-    features = tasks.encode_causal_lm(CHATS[0], tokenizer, TaskSpec(), ColumnMapping(), 64)
+    features = encode(tokenizer, CHATS[0])
     trained = [t for t, label in zip(features["input_ids"], features["labels"], strict=True) if label != -100]
     assert tokenizer.decode(trained) == "Hi!</s>\n"  # the template's end of turn, not a second </s>
 

@@ -5,6 +5,10 @@ checked against the columns the task needs before anything is tokenized, so a ba
 `line 17: field 'completion' missing` instead of minutes into training. Each row carries where it came from, as an
 editor shows it: `line N` of a JSONL or CSV file (blank lines and the CSV header counted), `item N` of a JSON array,
 `row N` of a parquet file; errors found later, while encoding shuffled rows, name the same place.
+
+causal-lm rows have one shape per dataset (`dataset.shape`, else inferred from the first row) and come out of
+`validate` as a `sample`: chats with their keys and roles mapped to {role, content} (`dataset.chat`), so the
+encoder (`sft`) sees one convention whatever the file uses.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import csv
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.data import ColumnMapping, DatasetSpec, TaskSpec
+from finetune_operator.api.data import CHAT_ROLES, ChatKeys, ColumnMapping, DatasetSpec, TaskSpec
 
 Record = dict[str, Any]
 
@@ -37,10 +41,11 @@ class Row:
 
 @dataclass(frozen=True)
 class Splits:
-    """Training and evaluation rows, both already validated."""
+    """Training and evaluation rows, both already validated, and the causal-lm row shape (None for other tasks)."""
 
     train: list[Row]
     eval: list[Row]
+    shape: Shape | None = None
 
 
 def infer_format(path: Path, declared: str | None) -> str:
@@ -124,18 +129,33 @@ def read_records(path: Path, fmt: str) -> list[Row]:
     return rows
 
 
-def _causal_lm_fields(row: Record, columns: ColumnMapping) -> list[tuple[str, type]]:
+SHAPE_FIELDS: dict[str, Callable[[ColumnMapping], list[tuple[str, type]]]] = {
+    "text": lambda c: [(c.text, str)],
+    "prompt-completion": lambda c: [(c.prompt, str), (c.completion, str)],
+    "conversational": lambda c: [(c.messages, list)],
+    "conversational-prompt-completion": lambda c: [(c.prompt, list), (c.completion, list)],
+}
+"""causal-lm row shape → the (column, type) pairs its rows have."""
+
+
+def infer_shape(row: Any, columns: ColumnMapping) -> str:
+    """The causal-lm shape a row's columns suggest: messages, else prompt/completion (a chat when the prompt is a
+    list of messages), else text."""
+    if not isinstance(row, dict):
+        return "text"
     if columns.messages in row:
-        return [(columns.messages, list)]
+        return "conversational"
+    if isinstance(row.get(columns.prompt), list):
+        return "conversational-prompt-completion"
     if columns.prompt in row or columns.completion in row:
-        return [(columns.prompt, str), (columns.completion, str)]
-    return [(columns.text, str)]
+        return "prompt-completion"
+    return "text"
 
 
-def required_fields(task: TaskSpec, columns: ColumnMapping, row: Record) -> list[tuple[str, type]]:
-    """The (column, type) pairs that `row` must have for `task`."""
+def required_fields(task: TaskSpec, columns: ColumnMapping, shape: str) -> list[tuple[str, type]]:
+    """The (column, type) pairs that rows of `task` (causal-lm: of row `shape`) must have."""
     if task.type == "causal-lm":
-        return _causal_lm_fields(row, columns)
+        return SHAPE_FIELDS[shape](columns)
     table: dict[str, list[tuple[str, type]]] = {
         "sequence-classification": [(columns.text, str), (columns.label, object)],
         "token-classification": [(columns.tokens, list), (columns.tags, list)],
@@ -145,10 +165,25 @@ def required_fields(task: TaskSpec, columns: ColumnMapping, row: Record) -> list
     return table[task.type]
 
 
-def _check_row(where: str, row: Any, task: TaskSpec, columns: ColumnMapping) -> None:
+@dataclass(frozen=True)
+class Shape:
+    """The dataset's causal-lm row shape and where it comes from (`dataset.shape`, or `inferred from line 1`)."""
+
+    name: str
+    origin: str
+
+
+def _check_row(where: str, row: Any, task: TaskSpec, dataset: DatasetSpec, shape: Shape) -> Any:
+    """Raise DataError for a bad row; return the row, causal-lm rows as a `sample`."""
+    columns = dataset.columns
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with named fields, got {type(row).__name__}")
-    for name, kind in required_fields(task, columns, row):
+    own = infer_shape(row, columns)
+    if task.type == "causal-lm" and own != shape.name:
+        raise DataError(
+            f"{where}: a {own} row in a {shape.name} dataset ({shape.origin}); give every row the same columns"
+        )
+    for name, kind in required_fields(task, columns, shape.name):
         if row.get(name) is None:
             raise DataError(f"{where}: field {name!r} missing")
         if not isinstance(row[name], kind):
@@ -156,27 +191,69 @@ def _check_row(where: str, row: Any, task: TaskSpec, columns: ColumnMapping) -> 
                 f"{where}: field {name!r} should be a {kind.__name__}, got {type(row[name]).__name__}"
             )
     _check_labels(where, row, task, columns)
-    if task.type == "causal-lm" and columns.messages in row:
-        _check_chat(where, row[columns.messages], columns.messages)
+    if task.type != "causal-lm":
+        return row
+    try:
+        return sample(row, shape.name, columns, dataset.chat)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
 
 
-def _check_chat(where: str, messages: list[Any], field: str) -> None:
-    example = '{"role": "user", "content": "..."}'
-    for index, message in enumerate(messages, start=1):
-        if not isinstance(message, dict):
-            raise DataError(
-                f"{where}: message {index} of {field!r} is a {type(message).__name__}; write each message "
-                f"as an object {example}"
-            )
-        if not (isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
-            raise DataError(
-                f"{where}: message {index} of {field!r} needs a 'role' and a 'content' string, got keys "
-                f"{sorted(message)}; write each message as {example}"
-            )
-    if not messages or messages[-1]["role"] != "assistant":
+def _message(index: int, message: Any, field: str, keys: ChatKeys) -> Record:
+    """One message with its keys renamed to role and content and its role mapped by `keys.roles`."""
+    role_key, content_key = keys.role_key, keys.content_key
+    example = f'{{"{role_key}": "user", "{content_key}": "..."}}'
+    if not isinstance(message, dict):
         raise DataError(
-            f"{where}: the last message of a chat must have role 'assistant' (it is what is trained on)"
+            f"message {index} of {field!r} is a {type(message).__name__}; write each message as an object {example}"
         )
+    if not (isinstance(message.get(role_key), str) and isinstance(message.get(content_key), str)):
+        hint = (
+            "; for ShareGPT rows set dataset.chat {roleKey: from, contentKey: value, roles: {human: user, gpt: "
+            "assistant}}"
+            if "from" in message and "value" in message
+            else f"; write each message as {example}"
+        )
+        raise DataError(
+            f"message {index} of {field!r} needs a {role_key!r} and a {content_key!r} string, got keys "
+            f"{sorted(message)}{hint}"
+        )
+    role = keys.roles.get(message[role_key], message[role_key])
+    if role not in CHAT_ROLES:
+        raise DataError(
+            f"message {index} of {field!r} has role {role!r}, not one of {', '.join(CHAT_ROLES)}; map it with "
+            f"dataset.chat.roles (e.g. {{{role}: assistant}})"
+        )
+    if not message[content_key].strip():
+        raise DataError(f"message {index} of {field!r} ({role}) is empty; fill it or remove the turn")
+    rest = {k: v for k, v in message.items() if k not in (role_key, content_key)}
+    return {**rest, "role": role, "content": message[content_key]}
+
+
+def _chat(messages: list[Any], field: str, keys: ChatKeys, start: int = 1) -> list[Record]:
+    if not messages:
+        raise DataError(f"{field!r} holds no messages")
+    chat = [_message(start + i, m, field, keys) for i, m in enumerate(messages)]
+    if chat[-1]["role"] != "assistant":
+        raise DataError(f"the last message of {field!r} must have role 'assistant', the reply trained on")
+    return chat
+
+
+def sample(row: Record, shape: str, columns: ColumnMapping, keys: ChatKeys) -> Record:
+    """A checked causal-lm row as the encoder reads it: {text}, or {prompt, completion} as two strings or as two
+    lists of {role, content} messages (a conversational row is split before its last message)."""
+    if shape in ("text", "prompt-completion"):
+        trained = columns.text if shape == "text" else columns.completion
+        if not row[trained].strip():
+            raise DataError(f"field {trained!r} is empty; fill it or remove the row")
+        if shape == "text":
+            return {"text": row[columns.text]}
+        return {"prompt": row[columns.prompt], "completion": row[columns.completion]}
+    if shape == "conversational":
+        messages = _chat(row[columns.messages], columns.messages, keys)
+        return {"prompt": messages[:-1], "completion": messages[-1:]}
+    prompt = [_message(i, m, columns.prompt, keys) for i, m in enumerate(row[columns.prompt], start=1)]
+    return {"prompt": prompt, "completion": _chat(row[columns.completion], columns.completion, keys)}
 
 
 def _check_labels(where: str, row: Record, task: TaskSpec, columns: ColumnMapping) -> None:
@@ -196,10 +273,33 @@ def _check_labels(where: str, row: Record, task: TaskSpec, columns: ColumnMappin
             raise DataError(f"{where}: label {value!r} is not in task.labels {labels}")
 
 
-def validate(rows: list[Row], task: TaskSpec, columns: ColumnMapping) -> None:
-    """Raise DataError naming the first row that lacks a field the task needs or has an unknown label."""
+def check_rows(
+    rows: list[Row], task: TaskSpec, dataset: DatasetSpec
+) -> tuple[list[Row], list[str], Shape | None]:
+    """The good rows (causal-lm: as samples), one line per bad row naming its place, and the causal-lm row shape."""
+    shape = None
+    if task.type == "causal-lm":
+        declared = dataset.shape != "auto"
+        name = dataset.shape if declared else infer_shape(rows[0].fields, dataset.columns)
+        shape = Shape(name, "dataset.shape" if declared else f"inferred from {rows[0].where}")
+    good: list[Row] = []
+    problems: list[str] = []
     for row in rows:
-        _check_row(row.where, row.fields, task, columns)
+        try:
+            good.append(
+                Row(row.where, _check_row(row.where, row.fields, task, dataset, shape or Shape("", "")))
+            )
+        except DataError as exc:
+            problems.append(str(exc))
+    return good, problems, shape
+
+
+def validate(rows: list[Row], task: TaskSpec, dataset: DatasetSpec) -> tuple[list[Row], Shape | None]:
+    """Raise DataError naming the first bad row; return the rows (causal-lm: as samples) and the row shape."""
+    good, problems, shape = check_rows(rows, task, dataset)
+    if problems:
+        raise DataError(problems[0])
+    return good, shape
 
 
 def split(rows: list[Row], dataset: DatasetSpec, seed: int) -> Splits:
@@ -215,11 +315,10 @@ def split(rows: list[Row], dataset: DatasetSpec, seed: int) -> Splits:
         train_rows = train_rows[: dataset.max_samples]
     if not train_rows:
         raise DataError(f"no training rows left after holding out {held_out} of {len(rows)} for validation")
-    return Splits(train=train_rows, eval=eval_rows)
+    return Splits(train=train_rows, eval=eval_rows, shape=None)
 
 
 def load_splits(path: Path, dataset: DatasetSpec, task: TaskSpec, seed: int) -> Splits:
     """Read, validate and split the dataset file at `path` (already fetched to local disk)."""
-    rows = read_records(path, infer_format(path, dataset.format))
-    validate(rows, task, dataset.columns)
-    return split(rows, dataset, seed)
+    rows, shape = validate(read_records(path, infer_format(path, dataset.format)), task, dataset)
+    return replace(split(rows, dataset, seed), shape=shape)

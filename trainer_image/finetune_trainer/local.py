@@ -8,7 +8,8 @@ run's other files (config, termination message, staged data) are in `<output>/.l
 
 Local stand-ins for cluster storage (also in `finetune run --help` and the README):
 
-- `configmap://name/key`: the `key` of a ConfigMap document named `name` in the same file (`examples/tiny-lora.yaml`);
+- `configmap://name/key`: the `key` of a ConfigMap document named `name` in the same file (`examples/tiny-lora.yaml`;
+  its other keys are staged beside it, as the pod mounts them, e.g. a `task.chatTemplate` file);
 - `pvc://claim/path` (dataset or model): `<data_dir>/claim/path`, else `<data_dir>/path`; `data_dir` is
   `--data-dir`, by default the manifest's folder;
 - `--dataset FILE`, `--model DIR`: a local file or checkpoint folder instead of `spec.dataset` / `spec.model`. The
@@ -144,7 +145,11 @@ def _materialise_configmap(documents: list[dict[str, Any]], uri: str, manifest: 
                     f"{manifest}: ConfigMap {name!r} has no data key {key!r} (spec.dataset.uri {uri})"
                 )
             (stage / name).mkdir(parents=True, exist_ok=True)
-            (stage / name / key).write_text(value, encoding="utf-8")
+            for each, text in (
+                doc.get("data") or {}
+            ).items():  # all keys, as the pod mounts the whole ConfigMap
+                if isinstance(text, str):
+                    (stage / name / each).write_text(text, encoding="utf-8")
             return
     raise LocalRunError(
         f"spec.dataset.uri {uri}: ConfigMap {name!r} is not in {manifest}; add it there as another YAML document "

@@ -74,8 +74,11 @@ def save_model(
     tokenizer.save_pretrained(output_dir)
 
 
-def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) -> TerminationMessage:
-    """Write `manifest.json` last and return the Succeeded termination message."""
+def write_manifest(
+    cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any], data: dict[str, Any]
+) -> TerminationMessage:
+    """Write `manifest.json` last and return the Succeeded termination message; `data` describes the rows read
+    (e.g. the causal-lm row shape and where it came from)."""
     output_dir, spec = Path(cfg.paths.output_dir), cfg.spec
     files = digests(output_dir, skip=Path(cfg.paths.checkpoint_dir))
     adapter = spec.method.type != "full"
@@ -84,6 +87,7 @@ def write_manifest(cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any]) 
         "base_model": {"preset": spec.model.preset, "uri": spec.model.uri, "resolved_path": str(base_dir)},
         "method": spec.method.to_wire(),
         "task": spec.task.to_wire(),
+        "data": data,
         "hyperparameters": spec.training.to_wire(),
         "distributed": spec.distributed.to_wire(),
         "artifacts": {
@@ -112,6 +116,7 @@ def save_artifacts(
     tokenizer: Any,
     base_dir: Path,
     metrics: dict[str, Any],
+    data: dict[str, Any],
 ) -> TerminationMessage | None:
     """Rank 0: model/adapter, merged model when asked, manifest. Returns the run summary (None on other ranks)."""
     if not is_rank_zero():
@@ -120,4 +125,4 @@ def save_artifacts(
     save_model(module, state_dict, tokenizer, output_dir)
     if cfg.spec.output.merge_adapter:
         _save_merged(cfg, base_dir, output_dir, tokenizer)
-    return write_manifest(cfg, base_dir, metrics)
+    return write_manifest(cfg, base_dir, metrics, data)

@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from finetune_trainer import (
     ownership,
     storage,
     tasks,
+    templates,
 )
 from finetune_trainer.checkpoint import Position
 
@@ -90,6 +92,7 @@ class FineTuneRecipe:
         """Resolve the model, read the data, build model and engine, restore a checkpoint, in dependency order."""
         _seed_everything(self.spec.training.seed)
         self.tokenizer = model.load_tokenizer(self.base_dir, self.spec.model.trust_remote_code)
+        templates.apply(self.tokenizer, self.spec.task, self.spec.dataset, self.cfg.paths)
         # Data comes before the model: a bad dataset fails in seconds, not after minutes of loading weights.
         self._setup_data()
         self.total_steps = self._plan_steps()
@@ -111,6 +114,11 @@ class FineTuneRecipe:
     def _setup_data(self) -> None:
         path = storage.resolve_dataset(self.spec.dataset, self.cfg.paths)
         splits = data.load_splits(path, self.spec.dataset, self.spec.task, self.spec.training.seed)
+        self.data_info: dict[str, Any] = {"rows": len(splits.train) + len(splits.eval)}
+        if splits.shape is not None:
+            self.data_info.update(shape=splits.shape.name, shape_from=splits.shape.origin)
+        self.reporter.event("data", **self.data_info)
+        templates.require(self.tokenizer, self.spec.task, splits.shape)
         max_len = min(self.spec.training.max_seq_length, self.tokenizer.model_max_length)
         encode = (self.tokenizer, self.spec.task, self.spec.dataset.columns, max_len)
         self.train_set = tasks.encode_all(splits.train, *encode)
@@ -251,7 +259,7 @@ class FineTuneRecipe:
         if getattr(self, "eval_loss", None) is not None:
             final["eval_loss"] = self.eval_loss
         summary = output.save_artifacts(
-            self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final
+            self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final, self.data_info
         )
         distributed.barrier()
         return summary

@@ -47,7 +47,7 @@ def mounted_candidates(uri: str, data_dir: Path) -> tuple[Path, Path]:
     return data_dir / volume / inner, data_dir / inner
 
 
-def _mounted(uri: str, paths: TrainerPaths) -> Path:
+def mounted(uri: str, paths: TrainerPaths) -> Path:
     """The first of `mounted_candidates` that exists; StorageError naming both otherwise."""
     tried = mounted_candidates(uri, Path(paths.data_dir))
     for candidate in tried:
@@ -112,7 +112,7 @@ def resolve_model(model: ModelSpec, paths: TrainerPaths) -> Path:
     if scheme == "hf":
         return check_model_dir(_fetch_hf_model(uri, paths))
     if scheme == "pvc":
-        return check_model_dir(_mounted(uri, paths))
+        return check_model_dir(mounted(uri, paths))
     raise StorageError(f"model {uri}: {scheme}:// models are not supported by this trainer image yet")
 
 
@@ -173,7 +173,7 @@ def resolve_dataset(dataset: DatasetSpec, paths: TrainerPaths) -> Path:
     if scheme in ("http", "https"):
         return _download(dataset.uri, paths)
     if scheme in ("pvc", "configmap"):
-        return _mounted(dataset.uri, paths)
+        return mounted(dataset.uri, paths)
     raise StorageError(
         f"dataset {dataset.uri}: {scheme}:// datasets are not supported by this trainer image yet"
     )

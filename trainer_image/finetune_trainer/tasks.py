@@ -2,10 +2,8 @@
 
 Called by the recipe's `_setup_data` (`encode_all`, `pack`) and its loop (`collate`); `model.load_model` reads
 `MODEL_CLASSES` and `PEFT_TASK_TYPES`. Rows reaching here passed `data.validate`, so fields exist with the right
-types. Labels use -100 for positions the loss ignores: the prompt of an instruction, the turns before the last
-assistant message of a chat, sub-word continuations in token classification. causal-lm special tokens are those of
-the format the model is served in: a chat template's own (the trainer adds none on top), or for plain text the BOS
-the tokenizer itself adds and an EOS after the answer.
+types. Labels use -100 for positions the loss ignores: sub-word continuations in token classification, and in
+causal-lm (encoded by `sft`) the tokens `task.lossOn` does not train.
 """
 
 from __future__ import annotations
@@ -17,15 +15,12 @@ import torch
 from finetune_operator.api.data import ColumnMapping, TaskSpec
 
 from finetune_trainer.data import DataError, Record, Row
+from finetune_trainer.sft import IGNORE as IGNORE
+from finetune_trainer.sft import Features as Features
+from finetune_trainer.sft import encode_causal_lm as encode_causal_lm
 
 HEAD_MODULES = ("lm_head", "score", "classifier", "qa_outputs")
 """Names of the output heads transformers puts on top of a base model; QLoRA keeps them unquantized."""
-
-IGNORE = -100
-"""Label value the Hugging Face losses skip."""
-
-Features = dict[str, Any]
-"""One encoded example: lists of ints per sequence field, ints for scalar targets."""
 
 MODEL_CLASSES: dict[str, str] = {
     "causal-lm": "AutoModelForCausalLM",
@@ -44,74 +39,6 @@ PEFT_TASK_TYPES: dict[str, str] = {
     "question-answering": "QUESTION_ANS",
 }
 """task.type → peft.TaskType name; peft then also trains and saves the new head (modules_to_save)."""
-
-
-def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _fit(prefix: list[int], answer: list[int], max_len: int) -> tuple[list[int], list[int]]:
-    """Truncate so at least half the window is answer: the prompt is cut from the left, the answer from the right."""
-    if len(prefix) + len(answer) <= max_len:
-        return prefix, answer
-    answer = answer[: max(max_len // 2, max_len - len(prefix))]
-    return prefix[len(prefix) - (max_len - len(answer)) :] if max_len > len(answer) else [], answer
-
-
-def _sft(prefix: list[int], answer: list[int], max_len: int) -> Features:
-    prefix, answer = _fit(prefix, answer, max_len)
-    return {"input_ids": prefix + answer, "labels": [IGNORE] * len(prefix) + answer}
-
-
-def _has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _chat(tokenizer: Any, messages: list[Record], max_len: int) -> Features:
-    """A chat as the model's template renders it, trained on the last message (the assistant's).
-
-    The template places every special token (BOS, turn markers, end of turn), as it does when the model is served;
-    nothing is added on top.
-    """
-    if not _has_chat_template(tokenizer):
-        raise DataError(
-            "the model's tokenizer has no chat template, so chats cannot be encoded; "
-            "use prompt/completion rows with task.promptFormat plain, or a model that has one"
-        )
-    prefix = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    if not full.startswith(prefix):
-        raise DataError(
-            "the model's chat template renders the chat before the last assistant message differently inside the "
-            "whole chat, so the answer cannot be told apart; use task.promptFormat plain"
-        )
-    return _sft(_ids(tokenizer, prefix), _ids(tokenizer, full[len(prefix) :]), max_len)
-
-
-def _plain(tokenizer: Any, prompt: str, answer: str, max_len: int) -> Features:
-    """Raw text: BOS only where the tokenizer itself starts a text with it (as a completion endpoint would), EOS
-    after the answer so the model learns to stop."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    lead = [bos] if bos is not None and tokenizer("x")["input_ids"][:1] == [bos] else []
-    end = [eos] if eos is not None else []
-    return _sft(lead + _ids(tokenizer, prompt), _ids(tokenizer, answer) + end, max_len)
-
-
-def encode_causal_lm(
-    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
-) -> Features:
-    """Chat (messages), instruction (prompt/completion, as a chat or plain: `task.prompt_format`) or plain text;
-    the loss is on the last assistant message, the completion, or the whole text."""
-    if columns.messages in row:
-        return _chat(tokenizer, row[columns.messages], max_len)
-    if columns.prompt not in row:
-        return _plain(tokenizer, "", row[columns.text], max_len)
-    prompt, completion = row[columns.prompt], row[columns.completion]
-    chat = task.prompt_format == "chat" or (task.prompt_format == "auto" and _has_chat_template(tokenizer))
-    if chat:
-        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-        return _chat(tokenizer, turns, max_len)
-    return _plain(tokenizer, prompt, completion, max_len)
 
 
 def _label_id(value: Any, labels: list[str]) -> int:

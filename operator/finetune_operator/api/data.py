@@ -12,6 +12,14 @@ from finetune_operator.api.presets import TaskType
 from finetune_operator.api.uris import DATASET_SCHEMES, check_uri, not_yet_rule
 
 LABELLED_TASKS = ("sequence-classification", "token-classification")
+ROW_SHAPES = ("text", "prompt-completion", "conversational", "conversational-prompt-completion")
+"""causal-lm row shapes, named as in TRL's dataset formats."""
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _template_name_ok(name: str) -> bool:
+    inside = name.endswith(".jinja") and not name.startswith("/") and ".." not in name.split("/")
+    return name == "chatml" or inside
 
 
 class TaskSpec(ApiModel):
@@ -49,6 +57,27 @@ class TaskSpec(ApiModel):
             "model's tokenizer has a chat template, else plain. Chat rows (messages) always use the template."
         ),
     )
+    chat_template: str | None = Field(
+        default=None,
+        max_length=256,
+        json_schema_extra={"pattern": r"^(chatml|[A-Za-z0-9_./-]+\.jinja)$"},
+        description=(
+            "causal-lm: the chat template chats and chat-formatted instructions are rendered with, saved with the "
+            "result so serving uses the same format. Unset: the model's own. chatml: the built-in ChatML "
+            "(<|im_start|>role ... <|im_end|>). A path ending in .jinja: a file in the dataset's volume (the same "
+            "PVC or ConfigMap as dataset.uri), e.g. templates/chat.jinja."
+        ),
+    )
+    loss_on: Literal["assistant", "last-assistant", "completion", "all"] = Field(
+        default="assistant",
+        description=(
+            "causal-lm: which tokens are trained. assistant: every assistant message of a chat (from its text "
+            "through the template's end of turn), and the completion of prompt/completion rows. last-assistant: "
+            "only the final assistant message. completion: only the completion (of a messages chat, its final "
+            "assistant message). all: every token, system and user turns and prompts included. Plain text rows "
+            "are trained whole."
+        ),
+    )
 
     rules = (
         Rule(
@@ -70,6 +99,25 @@ class TaskSpec(ApiModel):
             cel="self.type == 'causal-lm' || self.promptFormat == 'auto'",
         ),
         Rule(
+            field="chatTemplate",
+            message="task.chatTemplate only applies to causal-lm; remove it",
+            check=lambda t: t.type == "causal-lm" or t.chat_template is None,
+            cel="self.type == 'causal-lm' || !has(self.chatTemplate)",
+        ),
+        Rule(
+            field="chatTemplate",
+            message="task.chatTemplate is chatml or a .jinja path inside the dataset's volume, without '..'",
+            check=lambda t: t.chat_template is None or _template_name_ok(t.chat_template),
+            cel="!has(self.chatTemplate) || self.chatTemplate == 'chatml' || (self.chatTemplate.endsWith('.jinja') "
+            "&& !self.chatTemplate.startsWith('/') && !self.chatTemplate.split('/').exists(p, p == '..'))",
+        ),
+        Rule(
+            field="lossOn",
+            message="task.lossOn only applies to causal-lm; remove it",
+            check=lambda t: t.type == "causal-lm" or t.loss_on == "assistant",
+            cel="self.type == 'causal-lm' || self.lossOn == 'assistant'",
+        ),
+        Rule(
             field="sourcePrefix",
             message="task.sourcePrefix only applies to seq2seq; remove it",
             check=lambda t: t.type == "seq2seq" or t.source_prefix is None,
@@ -86,10 +134,15 @@ class ColumnMapping(ApiModel):
     """Names of the dataset columns each task reads. Defaults are the conventional names."""
 
     text: str = _column("text", "plain text (causal-lm without prompt/completion; sequence-classification)")
-    prompt: str = _column("prompt", "the instruction (causal-lm)")
-    completion: str = _column("completion", "the answer trained on (causal-lm)")
+    prompt: str = _column(
+        "prompt",
+        "the instruction (causal-lm): a string, or a list of messages (conversational-prompt-completion)",
+    )
+    completion: str = _column(
+        "completion", "the answer trained on (causal-lm): a string, or a list of the assistant's messages"
+    )
     messages: str = _column(
-        "messages", "a chat as a list of {role, content} (causal-lm with a chat template)"
+        "messages", "a chat as a list of {role, content} messages (causal-lm; other keys: dataset.chat)"
     )
     label: str = _column("label", "the class name or id (sequence-classification)")
     tokens: str = _column("tokens", "the list of words (token-classification)")
@@ -99,6 +152,25 @@ class ColumnMapping(ApiModel):
     question: str = _column("question", "the question (question-answering)")
     context: str = _column("context", "the passage holding the answer (question-answering)")
     answers: str = _column("answers", "{text: [...], answer_start: [...]} (question-answering)")
+
+
+class ChatKeys(ApiModel):
+    """How the messages of a chat are written, when not as {role, content} (e.g. ShareGPT's {from, value})."""
+
+    role_key: str = Field(
+        default="role", min_length=1, max_length=64, description="Key holding a message's role."
+    )
+    content_key: str = Field(
+        default="content", min_length=1, max_length=64, description="Key holding a message's text."
+    )
+    roles: dict[str, Literal["system", "user", "assistant", "tool"]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "The dataset's role names mapped to system, user, assistant or tool, e.g. {human: user, gpt: assistant} "
+            "for ShareGPT; names not listed are used as they are."
+        ),
+    )
 
 
 class DatasetSpec(ApiModel):
@@ -123,6 +195,22 @@ class DatasetSpec(ApiModel):
     )
     columns: ColumnMapping = Field(
         default_factory=ColumnMapping, description="Column names, when they differ from the defaults."
+    )
+    shape: Literal[
+        "auto", "text", "prompt-completion", "conversational", "conversational-prompt-completion"
+    ] = Field(
+        default="auto",
+        description=(
+            "causal-lm row shape, as in TRL: text (plain text), prompt-completion (two strings), conversational "
+            "(a list of messages), conversational-prompt-completion (prompt a list of messages, completion the "
+            "assistant's message or messages). auto infers it from the first row's columns; the run's first "
+            "log line and manifest.json say which. Every row must have the same shape."
+        ),
+    )
+    chat: ChatKeys = Field(
+        default_factory=ChatKeys,
+        description="Message keys and role names of chats written in another convention, e.g. ShareGPT's "
+        "{roleKey: from, contentKey: value, roles: {human: user, gpt: assistant}}.",
     )
     validation_split: float = Field(
         default=0.0,

@@ -95,6 +95,22 @@ class FineTuneJobSpec(ApiModel):
             cel="!self.training.packing || self.task.type == 'causal-lm'",
         ),
         Rule(
+            field="dataset.shape",
+            message="dataset.shape only applies to task.type causal-lm; remove it (the task names its columns)",
+            check=lambda s: s.dataset.shape == "auto" or s.task.type == "causal-lm",
+            cel="self.dataset.shape == 'auto' || self.task.type == 'causal-lm'",
+        ),
+        Rule(
+            field="task.chatTemplate",
+            message="a task.chatTemplate file is read from the dataset's volume; use a pvc:// or configmap:// "
+            "dataset, or chatTemplate chatml (or none: the model's own)",
+            check=lambda s: (
+                s.task.chat_template in (None, "chatml") or s.dataset.uri.startswith(("pvc:", "configmap:"))
+            ),
+            cel="!has(self.task.chatTemplate) || self.task.chatTemplate == 'chatml' || "
+            "self.dataset.uri.startsWith('pvc://') || self.dataset.uri.startsWith('configmap://')",
+        ),
+        Rule(
             field="output.mergeAdapter",
             message="output.mergeAdapter needs an adapter method (lora, qlora, dora); full fine-tuning has none",
             check=lambda s: not s.output.merge_adapter or s.method.type != "full",
