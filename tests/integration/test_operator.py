@@ -294,7 +294,11 @@ def test_progress_comes_from_the_trainers_metrics_at_most_every_interval(world: 
             reporter.step(step, step / 100, 2.0 - step / 1000, 1e-4, 0.5, tokens=step * 512)
             progress = world.status("watched").get("progress")
             # A scrape before the first step finds only totalSteps (the other gauges are NaN until measured).
-            if progress and "step" in progress and (not writes or progress["lastUpdated"] != writes[-1]["lastUpdated"]):
+            if (
+                progress
+                and "step" in progress
+                and (not writes or progress["lastUpdated"] != writes[-1]["lastUpdated"])
+            ):
                 writes.append(progress)
             time.sleep(0.2)  # the fake trainer's pace: a step every 0.2 s
     assert [w["step"] for w in writes] == sorted({w["step"] for w in writes}), writes
