@@ -29,7 +29,17 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.append(str(_ROOT))
 
-from tests.integration.helpers import CRD_DIR, GROUP, KUBECONFIG, PLURAL, ROOT, VERSION, Kube, wait_until  # noqa: E402
+from tests.integration.helpers import (  # noqa: E402
+    CRD_DIR,
+    GROUP,
+    KUBECONFIG,
+    PLURAL,
+    ROOT,
+    VERSION,
+    Kube,
+    wait_for_default_service_account,
+    wait_until,
+)
 
 UP_TIMEOUT_S = 45 * 60  # a cold build of Kubernetes on 2 cores; warm starts take seconds
 
@@ -151,16 +161,7 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"it-{slug}-{uuid.uuid4().hex[:6]}"
     kube.core.create_namespace({"metadata": {"name": name, "labels": {"finetune.io/test": "integration"}}})
 
-    def default_sa() -> bool:
-        try:
-            kube.core.read_namespaced_service_account("default", name)
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
-        return True
-
-    wait_until(f"ServiceAccount default in {name}", default_sa, timeout=30)
+    wait_for_default_service_account(kube, name)
     try:
         yield name
     finally:

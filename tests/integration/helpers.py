@@ -17,6 +17,7 @@ from finetune_operator.api import KIND as KIND
 from finetune_operator.api import PLURAL as PLURAL
 from finetune_operator.api import VERSION as VERSION
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG = ROOT / ".cache" / "cluster" / "kubeconfig"
@@ -43,6 +44,21 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_default_service_account(kube: Kube, namespace: str) -> None:
+    """Pods of a new namespace need its default ServiceAccount, which the controller-manager creates a moment later."""
+
+    def exists() -> bool:
+        try:
+            kube.core.read_namespaced_service_account("default", namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_until(f"ServiceAccount default in {namespace}", exists, timeout=30)
 
 
 @dataclass

@@ -16,7 +16,14 @@ import pytest
 from finetune_operator import names
 from kubernetes.client.rest import ApiException
 
-from tests.integration.helpers import GROUP, KIND, PLURAL, VERSION, Kube, wait_until
+from tests.integration.helpers import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    Kube,
+    wait_until,
+)
 from tests.integration.operator_process import OperatorProcess
 
 T = TypeVar("T")
@@ -166,6 +173,12 @@ class World:
         )
         self._namespaces.append(name)
         return name
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cleanup()
 
     def cleanup(self) -> None:
         for volume in self._volumes:

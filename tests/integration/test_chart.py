@@ -35,11 +35,8 @@ def chart_operator(release: Release, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 def world(kube: Kube, namespace: str, chart_operator: ChartOperator) -> Iterator[World]:
-    world = World(kube, namespace, chart_operator)
-    try:
+    with World(kube, namespace, chart_operator) as world:
         yield world
-    finally:
-        world.cleanup()
 
 
 def test_operator_reconciles_under_the_charts_rbac(world: World, release: Release) -> None:

@@ -7,10 +7,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from kubernetes.client.rest import ApiException
 
 from tests.integration.chart_release import ChartOperator, Release, installed, running
-from tests.integration.helpers import KWOK_RUN_DURATION, Kube, wait_until
+from tests.integration.helpers import KWOK_RUN_DURATION, Kube, wait_for_default_service_account
 from tests.integration.operator_world import World, finetunejob
 
 pytestmark = pytest.mark.integration
@@ -38,28 +37,13 @@ def chart_operator(release: Release, tmp_path_factory: pytest.TempPathFactory) -
         yield process
 
 
-def _wait_for_default_service_account(kube: Kube, namespace: str) -> None:
-    """Jobs need the namespace's default ServiceAccount before their pods can be created."""
-
-    def exists() -> bool:
-        try:
-            kube.core.read_namespaced_service_account("default", namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    wait_until(f"ServiceAccount default in {namespace}", exists, timeout=30)
-
-
 def test_operator_reconciles_in_the_watched_namespace_only(
     kube: Kube, watched: str, namespace: str, release: Release, chart_operator: ChartOperator
 ) -> None:
     assert release.can("batch", "jobs", "create", watched) and not release.can(
         "batch", "jobs", "create", namespace
     )
-    _wait_for_default_service_account(kube, watched)
+    wait_for_default_service_account(kube, watched)
     inside, outside = World(kube, watched, chart_operator), World(kube, namespace, chart_operator)
     try:
         inside.output_volume("inside")

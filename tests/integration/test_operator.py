@@ -63,11 +63,8 @@ def operator(kube: Kube, crds: list[str]) -> Iterator[OperatorProcess]:
 
 @pytest.fixture
 def world(kube: Kube, namespace: str, operator: OperatorProcess) -> Iterator[World]:
-    world = World(kube, namespace, operator)
-    try:
+    with World(kube, namespace, operator) as world:
         yield world
-    finally:
-        world.cleanup()
 
 
 def test_job_runs_to_success_with_result_and_events(world: World) -> None:
