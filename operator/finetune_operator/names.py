@@ -14,15 +14,13 @@ import re
 
 from finetune_operator.api.job import MAX_NAME_LENGTH
 
-LABEL_MAX = 63
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 JOB_SUFFIX = "-train"
 SERVICE_SUFFIX = "-nodes"
 CONFIG_SUFFIX = "-config"
 OUTPUT_SUFFIX = "-output"
-MAX_NODE_INDEX_DIGITS = 3
-"""`distributed.nodes` is at most 256: pod hostnames `<job>-<index>` add at most 4 characters."""
+# `distributed.nodes` is at most 256, so pod hostnames `<job>-<index>` add at most 4 characters to the Job's name.
 
 
 def _hash(name: str) -> str:

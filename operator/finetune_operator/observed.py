@@ -36,7 +36,6 @@ class JobFacts:
     failed: bool = False
     failed_reason: str = ""
     failed_message: str = ""
-    active: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,6 @@ def job_facts(job: dict[str, Any] | None) -> JobFacts:
         failed=failed is not None,
         failed_reason=(failed or {}).get("reason", ""),
         failed_message=(failed or {}).get("message", ""),
-        active=int((job.get("status") or {}).get("active") or 0),
     )
 
 
@@ -180,6 +178,5 @@ def slim_job(job: dict[str, Any]) -> dict[str, Any]:
         },
         "status": {
             "conditions": _pick(job, "status", "conditions") or [],
-            "active": _pick(job, "status", "active") or 0,
         },
     }

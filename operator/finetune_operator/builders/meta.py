@@ -14,8 +14,6 @@ LABEL_JOB_NAME = "finetune.io/job-name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-"""Label selector of everything the operator creates (its watches use it)."""
 
 
 @dataclass(frozen=True)
