@@ -1,9 +1,16 @@
 # shellcheck shell=bash
 # Sourced by hack/*/build.sh: the binary cache every pinned tool goes through.
-# Callers set CACHE (per-checkout, $ROOT/.cache), SHARED (machine-wide, see below), BIN (where links go) and log().
+# Callers set ROOT, BIN (where links go) and log(); this sets CACHE (per checkout, $ROOT/.cache), SHARED
+# (machine-wide, see below), the Go build environment and NICE (builds run at low priority).
 # Lookup order: $CACHE/bin/<component>-<version>/, then $SHARED/bin/<component>-<version>/ (copied in), then
 # the caller's build function (its result is stored in both). SHARED defaults to
 # $FINETUNE_SHARED_CACHE or ${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator, shared by every clone on the machine.
+
+CACHE="$ROOT/.cache"
+SHARED="${FINETUNE_SHARED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator}"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
+# shellcheck disable=SC2034 # used by the callers' build functions
+NICE=(nice -n 10)
 
 # have <dir> <names...>: true when every named binary is in <dir> and executable.
 have() {

@@ -18,15 +18,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=hack/versions.env
 source "$ROOT/hack/versions.env"
 
-CACHE="$ROOT/.cache"
-SHARED="${FINETUNE_SHARED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator}"
+source "$ROOT/hack/cache.sh"
 BIN="$CACHE/cluster/bin"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
-NICE=(nice -n 10)
 
 log() { echo "[cluster/build] $*" >&2; }
-
-source "$ROOT/hack/cache.sh"
 
 # A throwaway module that requires k8s.io/kubernetes and maps its staging modules (which its go.mod
 # points at ./staging/src/…, unusable from the module cache) to the published k8s.io/* v0.<minor>.<patch>.

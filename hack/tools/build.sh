@@ -15,15 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=hack/versions.env
 source "$ROOT/hack/versions.env"
 
-CACHE="$ROOT/.cache"
-SHARED="${FINETUNE_SHARED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator}"
+source "$ROOT/hack/cache.sh"
 BIN="$CACHE/tools/bin"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
-NICE=(nice -n 10)
 
 log() { echo "[tools/build] $*" >&2; }
-
-source "$ROOT/hack/cache.sh"
 
 build_helm() {
   local out="$1" gomod client_go major minor pkg="helm.sh/helm/v3"
