@@ -38,7 +38,7 @@ _CASES: dict[str, tuple[JobFacts, PodFacts, tuple[bool, bool]]] = {
         (False, False),
     ),
     "queued": (JobFacts(exists=True, suspended=True), PodFacts(), (False, True)),
-    "running": (JobFacts(exists=True, active=1), PodFacts(running=1), (False, False)),
+    "running": (JobFacts(exists=True), PodFacts(running=1), (False, False)),
     "suspended": (JobFacts(exists=True, suspended=True), PodFacts(), (True, False)),
     "succeeded": (JobFacts(exists=True, complete=True), PodFacts(succeeded_message=RESULT), (False, False)),
     "failed": (
