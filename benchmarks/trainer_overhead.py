@@ -88,7 +88,7 @@ def run_bare(cfg: TrainerConfig) -> Stamps:
     base_dir = tiny.build_tiny_preset("tiny://llama", Path(cfg.paths.cache_dir))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_dir)
     rows = data.read_records(Path(cfg.paths.data_dir) / "rows.jsonl", "jsonl")
-    features = tasks.encode_all(rows, tokenizer, cfg.spec.task, cfg.spec.dataset.columns, 64)
+    features = tasks.encode_all(rows, tokenizer, cfg.spec.task, cfg.spec.dataset.columns, 64).examples
     model = transformers.AutoModelForCausalLM.from_pretrained(base_dir)
     model = peft.get_peft_model(model, model_lib.lora_config(cfg.spec))
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import transformers
 from finetune_operator.api.data import DatasetSpec, TaskSpec
 from finetune_trainer import data
 
@@ -105,4 +106,25 @@ def test_the_shape_is_in_the_first_log_line_and_the_manifest(train: Callable[...
     assert run.events[0] == {**run.events[0], "event": "data", "shape": "prompt-completion",
                              "shape_from": "inferred from line 1", "rows": len(INSTRUCTIONS)}  # fmt: skip
     manifest = json.loads((run.output / "manifest.json").read_text())
-    assert manifest["data"] == {"rows": 8, "shape": "prompt-completion", "shape_from": "inferred from line 1"}
+    assert manifest["data"] == {"rows": 8, "shape": "prompt-completion", "shape_from": "inferred from line 1",
+                                "max_seq_length": 64, "truncated": 0}  # fmt: skip
+
+
+def test_the_pod_counts_rows_longer_than_max_seq_length_in_both_splits(train: Callable[..., Run]) -> None:
+    long = [{"prompt": "Tell me about the sea " * n, "completion": " It is big."} for n in (6, 8, 10)]
+    spec = {"model": {"preset": "tiny-llama"}, "training": {"maxSteps": 1, "maxSeqLength": 32},
+            "dataset": {"validationSplit": 0.25}}  # fmt: skip
+
+    run = train(spec, INSTRUCTIONS + long)
+
+    assert run.rc == 0, run.summary
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run.output)  # the one the run saved
+    assert all(len(encode(tokenizer, row, 10**6)["input_ids"]) <= 32 for row in INSTRUCTIONS)
+    lines = {
+        f"line {9 + i}: {len(encode(tokenizer, row, 10**6)['input_ids'])} tokens"
+        for i, row in enumerate(long)
+    }
+    event = run.event("lengths")
+    assert (event["truncated"], event["max_seq_length"], set(event["rows"])) == (3, 32, lines)
+    manifest = json.loads((run.output / "manifest.json").read_text())
+    assert (manifest["data"]["truncated"], manifest["data"]["max_seq_length"]) == (3, 32)

@@ -2,9 +2,10 @@
 
 Called by the operator's CLI. Runs `data.check_rows` (shape, keys, roles, empty turns, labels) over every row and
 reports each bad row by the line an editor shows. Lengths need the model's tokenizer: with `tokenizer_dir` (a local
-folder holding one), causal-lm rows are encoded as the trainer encodes them, untruncated, and those longer than
-`training.maxSeqLength` are counted; without it lengths are not checked. Neither path imports torch; transformers
-is imported only when lengths are asked for, and loads the folder's `tokenizer.json` (fast tokenizers only).
+folder holding one), causal-lm rows are encoded as the trainer encodes them, and those longer than
+`training.maxSeqLength` are counted (the pod logs the same count); without it lengths are not checked. Neither path
+imports torch; transformers is imported only when lengths are asked for, and loads the folder's `tokenizer.json`
+(fast tokenizers only).
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from finetune_operator.api.data import DatasetSpec, TaskSpec
 from finetune_operator.api.trainer import TrainerPaths
 
 from finetune_trainer import data, sft, templates
-
-UNLIMITED = 1 << 30
-"""A window no row reaches: the encoder then cuts nothing."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +59,7 @@ def check_data(
         too_long = []
         for row in good:
             try:
-                length = len(
-                    sft.encode_causal_lm(row.fields, tokenizer, task, dataset.columns, UNLIMITED)["input_ids"]
-                )
+                length = sft.encode_measured(row.fields, tokenizer, task, dataset.columns, max_seq_length)[1]
             except data.DataError as exc:
                 problems.append(f"{row.where}: {exc}")
                 continue

@@ -7,7 +7,8 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 - Base model: `model.preset` (tiny presets are built offline by `tiny.py`) or `model.uri` (`storage.py`).
 - Method: `method.type` lora | dora | qlora (4/8-bit base via bitsandbytes) | full (`model.py`).
 - Task: `task.type` causal-lm (prompt/completion or chat messages, loss on the answer only), sequence- and
-  token-classification, seq2seq, question-answering (`tasks.py`); data checked up front (`data.py`).
+  token-classification, seq2seq, question-answering (`tasks.py`); data checked up front (`data.py`), and
+  causal-lm rows longer than `training.maxSeqLength` counted (the `lengths` log line, `manifest.json`).
 - Loop: `training.*`: accumulation, clipping, schedule, precision with autocast, gradient checkpointing, packing.
 - Distribution: DDP over `torchrun` processes, or DeepSpeed ZeRO 0-3 with CPU offload (`distributed.deepspeed`).
 - Checkpoints: every `training.checkpoint_steps`; a restarted run resumes from the newest complete one and ends at
@@ -54,6 +55,10 @@ INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (data.DataError, ownership.
 checkpoints or result in this run's folders. They exit with
 `ExitCode.INVALID_CONFIG`, as a config that does not validate does (`__main__`), so the Job fails at once. Everything
 else (unreachable storage, the hub, memory, library errors) exits `ExitCode.FAILED` and is retried."""
+
+
+LISTED_TOO_LONG = 20
+"""At most this many rows cut to fit are named in the `lengths` log line; manifest.json counts them all."""
 
 
 class Interrupted(Exception):  # noqa: N818 - it is not an error
@@ -121,8 +126,14 @@ class FineTuneRecipe:
         templates.require(self.tokenizer, self.spec.task, splits.shape)
         max_len = min(self.spec.training.max_seq_length, self.tokenizer.model_max_length)
         encode = (self.tokenizer, self.spec.task, self.spec.dataset.columns, max_len)
-        self.train_set = tasks.encode_all(splits.train, *encode)
-        self.eval_set = tasks.encode_all(splits.eval, *encode)
+        train, evals = (tasks.encode_all(rows, *encode) for rows in (splits.train, splits.eval))
+        self.train_set, self.eval_set = train.examples, evals.examples
+        # causal-lm: the rows cut to fit, counted as `finetune validate --data` counts them.
+        if train.too_long is not None and evals.too_long is not None:
+            too_long = train.too_long + evals.too_long
+            self.data_info.update(max_seq_length=max_len, truncated=len(too_long))
+            self.reporter.event("lengths", max_seq_length=max_len, truncated=len(too_long),
+                                rows=too_long[:LISTED_TOO_LONG])  # fmt: skip
         if self.spec.training.packing:
             self.train_set = tasks.pack(self.train_set, max_len)
 

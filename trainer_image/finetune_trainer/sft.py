@@ -1,10 +1,11 @@
 """causal-lm rows → token ids and labels: which tokens a chat or instruction row trains (`task.lossOn`).
 
-Called through `tasks.ENCODERS["causal-lm"]`. A row becomes segments of text, each trained or not, cut where the
-chat template starts and ends each assistant message: the template renders the chat up to the message (with the
-generation prompt) and up to its end, and both must be a prefix of the whole rendered chat, so every special token
-is the template's own and the trainer adds none on top. Plain text and plain prompt/completion rows get BOS only
-where the tokenizer itself adds one, and EOS after the answer. A leading BOS is never trained.
+Called by `tasks.encode_all` and `check.check_data` (`encode_measured`: the row cut to fit, and its whole length).
+A row becomes segments of text, each trained or not, cut where the chat template starts and ends each assistant
+message: the template renders the chat up to the message (with the generation prompt) and up to its end, and both
+must be a prefix of the whole rendered chat, so every special token is the template's own and the trainer adds
+none on top. Plain text and plain prompt/completion rows get BOS only where the tokenizer itself adds one, and EOS
+after the answer. A leading BOS is never trained.
 
 lossOn: `assistant` (default) trains every assistant message; `last-assistant` only the final one; `completion`
 only the completion (the final assistant message of a `messages` chat); `all` every token but a leading BOS.
@@ -43,8 +44,9 @@ def window(ids: list[int], labels: list[int], answer_at: int, max_len: int) -> F
     return {"input_ids": ids[start:end], "labels": labels[start:end]}
 
 
-def _features(tokenizer: Any, segments: list[Segment], answer: int, max_len: int) -> Features:
-    """Tokenize each segment on its own; `answer` is the index of the segment where the final answer starts."""
+def _features(tokenizer: Any, segments: list[Segment], answer: int, max_len: int) -> tuple[Features, int]:
+    """Tokenize each segment on its own and cut to `max_len` (`window`); `answer` is the index of the segment where
+    the final answer starts. Also returns the whole length before the cut."""
     ids: list[int] = []
     labels: list[int] = []
     answer_at = 0
@@ -56,7 +58,7 @@ def _features(tokenizer: Any, segments: list[Segment], answer: int, max_len: int
         labels += piece if trained else [IGNORE] * len(piece)
     if ids and labels[0] != IGNORE and ids[0] == tokenizer.bos_token_id:
         labels[0] = IGNORE
-    return window(ids, labels, answer_at, max_len)
+    return window(ids, labels, answer_at, max_len), len(ids)
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -87,7 +89,7 @@ def _render(tokenizer: Any, messages: list[Record], generation: bool, full: str)
 
 def _chat(
     tokenizer: Any, prompt: list[Record], completion: list[Record], loss_on: str, max_len: int
-) -> Features:
+) -> tuple[Features, int]:
     """A chat as the template renders it; the prompt's messages come before the completion's."""
     if not has_chat_template(tokenizer):
         raise DataError(
@@ -115,7 +117,7 @@ def _chat(
     return _features(tokenizer, segments, len(segments) - 1, max_len)
 
 
-def _plain(tokenizer: Any, prompt: str, answer: str, loss_on: str, max_len: int) -> Features:
+def _plain(tokenizer: Any, prompt: str, answer: str, loss_on: str, max_len: int) -> tuple[Features, int]:
     """Raw text: BOS only where the tokenizer itself starts a text with it (as a completion endpoint would), EOS
     after the answer so the model learns to stop."""
     bos, eos = tokenizer.bos_token, tokenizer.eos_token
@@ -127,8 +129,16 @@ def _plain(tokenizer: Any, prompt: str, answer: str, loss_on: str, max_len: int)
 def encode_causal_lm(
     row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
 ) -> Features:
+    """A `data.sample` as at most `max_len` tokens (`encode_measured`)."""
+    return encode_measured(row, tokenizer, task, columns, max_len)[0]
+
+
+def encode_measured(
+    row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
+) -> tuple[Features, int]:
     """A `data.sample`: text, a chat (prompt and completion as messages), or an instruction (as a chat or plain:
-    `task.promptFormat`); the trained tokens follow `task.lossOn`."""
+    `task.promptFormat`), cut to `max_len` tokens; the trained tokens follow `task.lossOn`. Also returns the row's
+    whole length in tokens: longer than `max_len` means it was cut."""
     if "text" in row:
         return _plain(tokenizer, "", row["text"], "all", max_len)
     prompt, completion, loss_on = row["prompt"], row["completion"], task.loss_on

@@ -1,14 +1,15 @@
 """The five training objectives: how a validated row becomes token ids and labels, and how rows become batches.
 
-Called by the recipe's `_setup_data` (`encode_all`, `pack`) and its loop (`collate`); `model.load_model` reads
-`MODEL_CLASSES` and `PEFT_TASK_TYPES`. Rows reaching here passed `data.validate`, so fields exist with the right
-types. Labels use -100 for positions the loss ignores: sub-word continuations in token classification, and in
-causal-lm (encoded by `sft`) the tokens `task.lossOn` does not train.
+Called by the recipe's `_setup_data` (`encode_all`, which also lists the causal-lm rows cut to fit; `pack`) and its
+loop (`collate`); `model.load_model` reads `MODEL_CLASSES` and `PEFT_TASK_TYPES`. Rows reaching here passed
+`data.validate`, so fields exist with the right types. Labels use -100 for positions the loss ignores: sub-word
+continuations in token classification, and in causal-lm (encoded by `sft`) the tokens `task.lossOn` does not train.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from finetune_trainer.data import DataError, Record, Row
 from finetune_trainer.sft import IGNORE as IGNORE
 from finetune_trainer.sft import Features as Features
 from finetune_trainer.sft import encode_causal_lm as encode_causal_lm
+from finetune_trainer.sft import encode_measured
 
 HEAD_MODULES = ("lm_head", "score", "classifier", "qa_outputs")
 """Names of the output heads transformers puts on top of a base model; QLoRA keeps them unquantized."""
@@ -125,17 +127,33 @@ ENCODERS: dict[str, Encoder] = {
 """task.type → the function that turns one row into features."""
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Encoded rows, and each causal-lm row longer than `max_len` that was cut to fit, as `line N: L tokens` (None
+    for the other tasks, which are not measured)."""
+
+    examples: list[Features]
+    too_long: list[str] | None
+
+
 def encode_all(
     rows: list[Row], tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
-) -> list[Features]:
+) -> Encoded:
     """Encode every row; a DataError is re-raised with the row's place in the file in front."""
-    encoder, encoded = ENCODERS[task.type], []
+    measured = task.type == "causal-lm"
+    examples, too_long = [], []
     for row in rows:
         try:
-            encoded.append(encoder(row.fields, tokenizer, task, columns, max_len))
+            if not measured:
+                examples.append(ENCODERS[task.type](row.fields, tokenizer, task, columns, max_len))
+                continue
+            example, length = encode_measured(row.fields, tokenizer, task, columns, max_len)
         except DataError as exc:
             raise DataError(f"{row.where}: {exc}") from None
-    return encoded
+        examples.append(example)
+        if length > max_len:
+            too_long.append(f"{row.where}: {length} tokens")
+    return Encoded(examples, too_long if measured else None)
 
 
 def pack(examples: list[Features], max_len: int) -> list[Features]:
