@@ -1,4 +1,4 @@
-# Entry points named in DEVELOPERS.md. `make test` is the README's test command and what .ci/run calls.
+# Entry points named in CONTRIBUTING.md. `make test` is the README's test command and what .ci/run calls.
 SHELL := /bin/bash
 PYTHON ?= python3
 export PIP_ROOT_USER_ACTION := ignore
@@ -39,7 +39,7 @@ e2e:
 	else echo "e2e: no e2e tests yet (tests/e2e/README.md)"; fi
 
 crd: deps
-	finetune crd --readme README.md
+	finetune crd --api-docs docs/api.md
 	cp crds/*.yaml helm/finetune-operator/crds/
 
 # helm, kubeconform and fluxcel for the chart's tests (they build them on first use too); cached like the cluster's.

@@ -218,12 +218,14 @@ def operator_command() -> None:
 @app.command("crd")
 def crd_command(
     output_dir: Annotated[Path, typer.Option(help="Folder to write the CRD into.")] = Path("crds"),
-    readme: Annotated[
-        Path | None, typer.Option(help="Also refresh the API reference in this README.")
+    api_docs: Annotated[
+        Path | None,
+        typer.Option(help="Also write the API reference (Markdown) to this file, e.g. docs/api.md."),
     ] = None,
 ) -> None:
-    """Regenerate the CustomResourceDefinition (and optionally the README's API reference) from the models."""
-    console.print(f"wrote {escape(str(crd.write_crds(output_dir)))}", highlight=False)
-    if readme is not None:
-        changed = apidocs.update_readme(readme)
-        console.print(f"{'updated' if changed else 'unchanged'} {escape(str(readme))}", highlight=False)
+    """Regenerate the CustomResourceDefinition (and optionally the API reference) from the models."""
+    console.print(f"wrote {escape(str(crd.write_crds(output_dir)))}", highlight=False, soft_wrap=True)
+    if api_docs is not None:
+        changed = apidocs.write_reference(api_docs)
+        state = "updated" if changed else "unchanged"
+        console.print(f"{state} {escape(str(api_docs))}", highlight=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""helm/README.md's generated references are fresh (like the CRD's API reference in README.md)."""
+"""helm/README.md's generated references are fresh (like the CRD's API reference, docs/api.md)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ import pytest
 from finetune_operator import apidocs, crd
 from finetune_operator.api import job
 from finetune_operator.api.presets import PRESETS, PresetName
+from finetune_operator.cli import app
+from typer.testing import CliRunner
 
 from tests.invalid_specs import merge, minimal_job
 
@@ -32,9 +34,50 @@ def test_committed_crd_is_fresh(root: Path) -> None:
     assert committed == crd.render_crd(), "crds/ is stale: run `make crd`"
 
 
-def test_readme_reference_is_fresh(root: Path) -> None:
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    assert apidocs.render_reference() in readme, "README API reference is stale: run `make crd`"
+def test_api_reference_is_fresh(root: Path) -> None:
+    committed = (root / "docs" / "api.md").read_text(encoding="utf-8")
+    assert committed == apidocs.render_reference(), "docs/api.md is stale: run `make crd`"
+
+
+def _default(reference: str, section: str, field: str) -> str:
+    block = reference.split(f"## `{section}`\n", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in block.splitlines() if line.startswith(f"| `{field}`"))
+    return row.split(" | ")[2]
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "default"),
+    [
+        ("spec", "method", '`{"type": "lora"}`'),
+        ("spec", "resources", '`{"sharedMemorySize": "2Gi", "nodeSelector": {}, "tolerations": []}`'),
+        ("spec.training", "packing", "`false`"),
+        ("spec.method.quantization", "doubleQuant", "`true`"),
+        ("spec.dataset.columns", "prompt", '`"prompt"`'),
+        ("spec.training", "learningRate", "`0.0002`"),
+        ("status.conditions[]", "message", '`""`'),
+    ],
+)
+def test_api_reference_defaults_are_yaml(section: str, field: str, default: str) -> None:
+    assert _default(apidocs.render_reference(), section, field) == default
+
+
+def test_make_crd_writes_the_whole_reference_file(tmp_path: Path) -> None:
+    target = tmp_path / "docs" / "api.md"
+    args = ["crd", "--output-dir", str(tmp_path / "crds"), "--api-docs", str(target)]
+
+    first, second = CliRunner().invoke(app, args), CliRunner().invoke(app, args)
+
+    assert (first.exit_code, second.exit_code) == (0, 0), first.output
+    assert target.read_text(encoding="utf-8") == apidocs.render_reference()
+    assert (first.output.splitlines()[-1], second.output.splitlines()[-1]) == (
+        f"updated {target}",
+        f"unchanged {target}",
+    )
+
+
+def test_api_reference_says_it_is_generated() -> None:
+    assert apidocs.render_reference().splitlines()[2] == apidocs.HEADER
+    assert "`make crd`" in apidocs.HEADER
 
 
 @pytest.mark.parametrize(("path", "node"), _nodes(SCHEMA), ids=lambda x: x if isinstance(x, str) else "")
