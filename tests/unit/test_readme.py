@@ -1,13 +1,14 @@
 """The README's commands work as written (issue 14), and so do CONTRIBUTING.md's.
 
 From the fenced `sh` and `console` blocks: every `make` target exists in the Makefile (inline `make …` too) and
-every `finetune` command parses; the README's `finetune validate` commands really run, printing exactly what the README shows. Inline
-`finetune …` synopses name only options that exist. Every linked file, and every linked heading, exists.
-Commands that need a cluster (kubectl, kind, helm) are not run here.
+every `finetune` command parses; the README's `finetune validate` commands really run, printing exactly what the
+README shows. Inline `finetune …` synopses name only options that exist. In every Markdown file of the repository,
+every linked file and heading exists. Commands that need a cluster (kubectl, kind, helm) are not run here.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -175,7 +176,16 @@ def test_the_readme_s_validate_commands_print_what_it_shows(
             assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def _markdown_files() -> list[Path]:
+    """Every .md file of the repository outside hidden folders (.git, .cache)."""
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found += [Path(folder) / f for f in sorted(files) if f.endswith(".md")]
+    return found
+
+
+@pytest.mark.parametrize("doc", _markdown_files(), ids=lambda d: str(d.relative_to(ROOT)))
 def test_every_link_resolves(doc: Path) -> None:
     for target in re.findall(r"\]\(([^)\s]+)\)", FENCE.sub("", _text(doc))):
         if re.match(r"[a-z]+:", target):
