@@ -3,12 +3,16 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  <- k8s.io/kubernetes@$KUBERNETES_VERSION
 #   etcd                                                              <- go.etcd.io/etcd/server/v3@$ETCD_VERSION
 #   kwok, kwokctl                                                     <- sigs.k8s.io/kwok@$KWOK_VERSION
+# With --kind, also what the offline kind node image holds (hack/kind/node-image.sh):
+#   kubelet, kubeadm, kube-proxy                                      <- k8s.io/kubernetes@$KUBERNETES_VERSION
+#   coredns, local-path-provisioner, crictl, kind                     <- their Go modules (hack/versions.env)
+#   pause                                                             <- build/pause/linux/pause.c (gcc -static)
 # All from source through the Go module proxy (the only binary source this project may use).
 # etcd comes from its Go module rather than Debian's `etcd-server` (3.4.23, older than the 3.5 line
 # Kubernetes 1.33 is tested against) or PyPI (no etcd server there); ETCD_VERSION is the one
 # k8s.io/kubernetes itself requires, so client and server match.
 #
-# Output: prints the bin directory holding all seven binaries (last line of stdout).
+# Output: prints the bin directory holding the binaries (last line of stdout).
 # Caches, in lookup order: $ROOT/.cache/bin/<component>-<version>/ (per checkout), then
 # $FINETUNE_SHARED_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator/bin/…, shared by
 # every clone on the machine, e.g. CI's fresh clone), then a build (Go's build cache makes rebuilds cheap).
@@ -25,8 +29,10 @@ log() { echo "[cluster/build] $*" >&2; }
 
 # A throwaway module that requires k8s.io/kubernetes and maps its staging modules (which its go.mod
 # points at ./staging/src/…, unusable from the module cache) to the published k8s.io/* v0.<minor>.<patch>.
+# build_kubernetes <out> <cmd...>
 build_kubernetes() {
   local out="$1" mod="$CACHE/build/kubernetes-$KUBERNETES_VERSION"
+  shift
   local staging="v0.${KUBERNETES_VERSION#v1.}"
   mkdir -p "$mod"
   if [[ ! -f "$mod/go.mod" ]] || ! grep -q "k8s.io/kubernetes $KUBERNETES_VERSION" "$mod/go.mod"; then
@@ -50,7 +56,7 @@ build_kubernetes() {
   local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local cmds=("$@")
   log "kubernetes: go build ${cmds[*]} (one build graph, so packages and links run in parallel)"
   (cd "$mod" && "${NICE[@]}" go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out/" \
     "${cmds[@]/#/k8s.io/kubernetes/cmd/}")
@@ -79,7 +85,37 @@ build_kwok() {
   done
 }
 
+build_control_plane() { build_kubernetes "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl; }
+build_node() { build_kubernetes "$1" kubelet kubeadm kube-proxy; }
+
+# go_install <out> <package@version>: a tool whose module builds as published.
+go_install() {
+  log "go install $2"
+  GOBIN="$1" "${NICE[@]}" go install -trimpath -ldflags "-s -w" "$2"
+}
+build_coredns() { go_install "$1" "github.com/coredns/coredns@$COREDNS_VERSION"; }
+build_local_path() { go_install "$1" "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION"; }
+build_crictl() { go_install "$1" "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"; }
+build_kind() { go_install "$1" "sigs.k8s.io/kind@$KIND_VERSION"; }
+
+# The pause container Kubernetes ships, compiled from the copy in the k8s.io/kubernetes module.
+build_pause() {
+  local src
+  src="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c"
+  log "pause: gcc -static $src"
+  gcc -Os -static -Wall -Werror -DVERSION="v$PAUSE_VERSION" -o "$1/pause" "$src"
+}
+
 fetch_or_build "etcd-$ETCD_VERSION" build_etcd etcd
 fetch_or_build "kwok-$KWOK_VERSION" build_kwok kwok kwokctl
-fetch_or_build "kubernetes-$KUBERNETES_VERSION" build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+fetch_or_build "kubernetes-$KUBERNETES_VERSION" build_control_plane kube-apiserver kube-controller-manager kube-scheduler kubectl
+if [[ "${1:-}" == --kind ]]; then
+  fetch_or_build "kubernetes-node-$KUBERNETES_VERSION" build_node kubelet kubeadm kube-proxy
+  fetch_or_build "coredns-$COREDNS_VERSION" build_coredns coredns
+  fetch_or_build "local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION" build_local_path local-path-provisioner
+  fetch_or_build "crictl-$CRI_TOOLS_VERSION" build_crictl crictl
+  fetch_or_build "kind-$KIND_VERSION" build_kind kind
+  fetch_or_build "pause-$PAUSE_VERSION" build_pause pause
+fi
 echo "$BIN"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install the operator on the kind cluster the way users do: the locally built images loaded into the nodes
+# (`make images` first builds what is missing), then `helm upgrade --install` of helm/finetune-operator with
+# hack/kind/values.yaml. Idempotent; prints the kubeconfig path (last line of stdout).
+#
+#   FINETUNE_KIND_CLUSTER (finetune)  RELEASE (finetune-operator)  RELEASE_NAMESPACE (finetune-system)
+#   HELM_ARGS                         extra arguments for helm, e.g. "--set operator.logFormat=json"
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+name="${FINETUNE_KIND_CLUSTER:-finetune}"
+release="${RELEASE:-finetune-operator}"
+release_namespace="${RELEASE_NAMESPACE:-finetune-system}"
+log() { echo "[kind/install] $*" >&2; }
+
+kubeconfig="$("$ROOT/hack/kind/up.sh" | tail -n1)"
+export KUBECONFIG="$kubeconfig"
+bin="$("$ROOT/hack/cluster/build.sh" --kind | tail -n1)"
+tools="$("$ROOT/hack/tools/build.sh" | tail -n1)"
+export PATH="$bin:$tools:$PATH"
+
+missing=()
+for image in finetune-operator:dev finetune-trainer:cpu; do
+  /usr/bin/docker image inspect "$image" >/dev/null 2>&1 || missing+=("${image%%:*}")
+done
+if ((${#missing[@]})); then
+  log "building ${missing[*]} (make images)"
+  IMAGES="${missing[*]//finetune-/}" "$ROOT/hack/images/build.sh" >&2
+fi
+for image in finetune-operator:dev finetune-trainer:cpu; do
+  start=$SECONDS
+  kind load docker-image "$image" --name "$name" >&2
+  log "$image loaded in $((SECONDS - start))s"
+done
+
+log "helm upgrade --install $release"
+# shellcheck disable=SC2086 # HELM_ARGS is a list of arguments
+helm upgrade --install "$release" "$ROOT/helm/finetune-operator" --namespace "$release_namespace" \
+  --create-namespace --values "$ROOT/hack/kind/values.yaml" --wait --timeout 5m ${HELM_ARGS:-} >&2
+echo "$kubeconfig"
