@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the operator on the kind cluster the way users do: the locally built images loaded into the nodes
-# (`make images` first builds what is missing), then `helm upgrade --install` of helm/finetune-operator with
+# Install the operator on the kind cluster the way users do: the locally built images (`make images`, cached by
+# Docker's layers) loaded into the nodes, then `helm upgrade --install` of helm/finetune-operator with
 # hack/kind/values.yaml. Idempotent; prints the kubeconfig path (last line of stdout).
 #
 #   FINETUNE_KIND_CLUSTER (finetune)  RELEASE (finetune-operator)  RELEASE_NAMESPACE (finetune-system)
@@ -18,19 +18,18 @@ bin="$("$ROOT/hack/cluster/build.sh" --kind | tail -n1)"
 tools="$("$ROOT/hack/tools/build.sh" | tail -n1)"
 export PATH="$bin:$tools:$PATH"
 
-missing=()
-for image in finetune-operator:dev finetune-trainer:cpu; do
-  /usr/bin/docker image inspect "$image" >/dev/null 2>&1 || missing+=("${image%%:*}")
-done
-if ((${#missing[@]})); then
-  log "building ${missing[*]} (make images)"
-  IMAGES="${missing[*]//finetune-/}" "$ROOT/hack/images/build.sh" >&2
-fi
-for image in finetune-operator:dev finetune-trainer:cpu; do
-  start=$SECONDS
-  kind load docker-image "$image" --name "$name" >&2
-  log "$image loaded in $((SECONDS - start))s"
-done
+# Always through the build: Docker's layer cache makes it seconds when nothing changed, and a stale image would
+# test old code.
+"$ROOT/hack/images/build.sh" >&2
+# load <image>: into every node; kind skips nodes that already hold this image ID.
+load() {
+  local start=$SECONDS
+  kind load docker-image "$1" --name "$name" >&2
+  log "$1 loaded in $((SECONDS - start))s"
+}
+load finetune-operator:dev
+# Every node: GPU jobs run on the fake-GPU worker, CPU-only ones (examples/tiny-lora.yaml) on the control plane.
+load finetune-trainer:cpu
 
 log "helm upgrade --install $release"
 # shellcheck disable=SC2086 # HELM_ARGS is a list of arguments

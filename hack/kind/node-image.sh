@@ -118,5 +118,10 @@ $docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
 $docker rm -f "$builder" >/dev/null
 $docker rmi "$image-unloaded" >/dev/null
 rm -f "$work/images.tar"
+# Older builds of the node and toolbox images (a running cluster keeps its own: docker refuses to remove those).
+for old in $($docker images --format '{{.Repository}}:{{.Tag}}' finetune.local/kind-node) \
+  $($docker images --format '{{.Repository}}:{{.Tag}}' finetune.local/kind-toolbox); do
+  [[ "$old" == "$image" || "$old" == "$toolbox" ]] || $docker rmi "$old" >/dev/null 2>&1 || true
+done
 log "built $image in $((SECONDS - start))s"
 echo "$image"

@@ -11,10 +11,8 @@ import contextlib
 import functools
 import json
 import os
-import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from tests.integration.helpers import (  # noqa: E402
     ROOT,
     VERSION,
     Kube,
-    wait_for_default_service_account,
+    fresh_namespace,
     wait_until,
 )
 
@@ -157,16 +155,5 @@ def _list_works(kube: Kube) -> bool:
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test (with its default ServiceAccount), deleted afterwards."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"it-{slug}-{uuid.uuid4().hex[:6]}"
-    kube.core.create_namespace({"metadata": {"name": name, "labels": {"finetune.io/test": "integration"}}})
-
-    wait_for_default_service_account(kube, name)
-    try:
+    with fresh_namespace(kube, request.node.name, "it", "integration") as name:
         yield name
-    finally:
-        try:
-            kube.core.delete_namespace(name)
-        except ApiException as e:
-            if e.status != 404:
-                raise

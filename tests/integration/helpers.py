@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +62,24 @@ def wait_for_default_service_account(kube: Kube, namespace: str) -> None:
         return True
 
     wait_until(f"ServiceAccount default in {namespace}", exists, timeout=30)
+
+
+@contextlib.contextmanager
+def fresh_namespace(kube: Kube, test_name: str, prefix: str, suite: str) -> Iterator[str]:
+    """A new namespace named after the test, labelled finetune.io/test=<suite>, with its default ServiceAccount;
+    deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    name = f"{prefix}-{slug}-{uuid.uuid4().hex[:6]}"
+    kube.core.create_namespace({"metadata": {"name": name, "labels": {"finetune.io/test": suite}}})
+    wait_for_default_service_account(kube, name)
+    try:
+        yield name
+    finally:
+        try:
+            kube.core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
 
 @dataclass
