@@ -92,7 +92,9 @@ def one_run(kube: Kube, run: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     subprocess.run([str(ROOT / "hack" / "kind" / "install.sh")], check=True, stdout=subprocess.DEVNULL)
@@ -105,8 +107,9 @@ def main() -> None:
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPUs, {platform.platform()}",
         "date": datetime.date.today().isoformat(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-        .stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "runs": runs,
         "median": medians,
         "targets": {"apply_to_trainer_started": 10.0, "apply_to_succeeded": 60.0},

@@ -21,18 +21,29 @@ export PATH="$bin:$tools:$PATH"
 # Always through the build: Docker's layer cache makes it seconds when nothing changed, and a stale image would
 # test old code.
 "$ROOT/hack/images/build.sh" >&2
-# load <image>: into every node; kind skips nodes that already hold this image ID.
-load() {
-  local start=$SECONDS
-  kind load docker-image "$1" --name "$name" >&2
-  log "$1 loaded in $((SECONDS - start))s"
-}
-load finetune-operator:dev
-# Every node: GPU jobs run on the fake-GPU worker, CPU-only ones (examples/tiny-lora.yaml) on the control plane.
-load finetune-trainer:cpu
+# Each image goes in under a tag naming its content (the first 12 hex digits of its ID), and the chart gets that
+# tag: a rebuilt image rolls the operator out again, and its trainer setting names the new trainer image. kind
+# skips nodes that already hold an image ID; older content tags are dropped here (not in the nodes, whose
+# containerd keeps them until the cluster goes).
+declare -A tags
+for repo in finetune-operator finetune-trainer; do
+  source_tag=dev
+  [[ "$repo" == finetune-trainer ]] && source_tag=cpu
+  id="$(/usr/bin/docker image inspect -f '{{.Id}}' "$repo:$source_tag")"
+  tags[$repo]="${id#sha256:}"
+  tags[$repo]="${tags[$repo]:0:12}"
+  /usr/bin/docker tag "$repo:$source_tag" "$repo:${tags[$repo]}"
+  for old in $(/usr/bin/docker images --format '{{.Tag}}' "$repo" | grep -E '^[0-9a-f]{12}$' | grep -vx "${tags[$repo]}"); do
+    /usr/bin/docker rmi "$repo:$old" >/dev/null
+  done
+  start=$SECONDS
+  kind load docker-image "$repo:${tags[$repo]}" --name "$name" >&2
+  log "$repo:${tags[$repo]} loaded in $((SECONDS - start))s"
+done
 
 log "helm upgrade --install $release"
 # shellcheck disable=SC2086 # HELM_ARGS is a list of arguments
 helm upgrade --install "$release" "$ROOT/helm/finetune-operator" --namespace "$release_namespace" \
-  --create-namespace --values "$ROOT/hack/kind/values.yaml" --wait --timeout 5m ${HELM_ARGS:-} >&2
+  --create-namespace --values "$ROOT/hack/kind/values.yaml" --wait --timeout 5m \
+  --set "image.tag=${tags[finetune-operator]}" --set "trainer.image.tag=${tags[finetune-trainer]}" ${HELM_ARGS:-} >&2
 echo "$kubeconfig"

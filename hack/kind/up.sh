@@ -22,6 +22,11 @@ bin="$("$ROOT/hack/cluster/build.sh" --kind | tail -n1)"
 export PATH="$bin:$PATH"
 image="${KIND_NODE_IMAGE:-$("$ROOT/hack/kind/node-image.sh" | tail -n1)}"
 
+running="$(/usr/bin/docker inspect -f '{{.Config.Image}}' "$name-control-plane" 2>/dev/null || true)"
+if [[ -n "$running" && "$running" != "$image" ]]; then
+  log "cluster $name runs $running, not $image: recreating it"
+  kind delete cluster --name "$name" >&2
+fi
 if kind get clusters 2>/dev/null | grep -qx "$name"; then
   log "cluster $name exists"
   kind export kubeconfig --name "$name" --kubeconfig "$kubeconfig" >&2

@@ -164,9 +164,23 @@ def derive(obs: Observation) -> dict[str, Any]:
             "metrics": metrics,
         }
         status["result"] = {k: v for k, v in status["result"].items() if v is not None}
-    if previous.get("progress"):
-        status["progress"] = previous["progress"]
+    progress = dict(previous.get("progress") or {})
+    if state.phase == "Succeeded" and state.result is not None:
+        progress.update(_final_progress(state.result.metrics))
+    if progress:
+        status["progress"] = progress
     return status
+
+
+def _final_progress(metrics: dict[str, float | None]) -> dict[str, Any]:
+    """Progress at the end of a successful run, from the trainer's final metrics: the poller's last reading may be
+    steps behind (the run can finish between two polls)."""
+    final: dict[str, Any] = {"percent": 100, "etaSeconds": 0}
+    if metrics.get("step") is not None:
+        final["step"] = final["totalSteps"] = int(metrics["step"] or 0)
+    if metrics.get("loss") is not None:
+        final["loss"] = metrics["loss"]
+    return final
 
 
 def transition_event(previous: dict[str, Any], current: dict[str, Any]) -> tuple[str, str, str] | None:

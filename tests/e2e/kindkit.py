@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.helpers import GROUP, PLURAL, ROOT, VERSION, Kube, wait_until
 
 CLUSTER = os.environ.get("FINETUNE_KIND_CLUSTER", "finetune")
 KUBECONFIG = ROOT / ".cache" / "kind" / CLUSTER / "kubeconfig"
-TRAINER_IMAGE = "finetune-trainer:cpu"
+RELEASE_NAMESPACE, RELEASE = "finetune-system", "finetune-operator"  # hack/kind/install.sh
 JOB_LABEL = "finetune.io/job-name"
 TRAIN_TIMEOUT_S = 20 * 60  # a pod start, PyTorch imports and a few hundred CPU steps on a busy 2-core machine
 
@@ -137,6 +138,13 @@ def events(log: str) -> list[dict[str, Any]]:
     return found
 
 
+def trainer_image(kube: Kube) -> str:
+    """The trainer image the installed operator gives its pods (hack/kind/install.sh tags it by content)."""
+    deployment = client.AppsV1Api(kube.api).read_namespaced_deployment(RELEASE, RELEASE_NAMESPACE)
+    env = deployment.spec.template.spec.containers[0].env
+    return str(next(e.value for e in env if e.name == "FINETUNE_TRAINER_IMAGE"))
+
+
 def copy_volume(kube: Kube, namespace: str, pvc: str, dest: Path) -> Path:
     """Copies the contents of PersistentVolumeClaim `pvc` to `dest` through a pod that mounts it read-only."""
     pod = f"copy-{pvc}"[:63]
@@ -151,7 +159,7 @@ def copy_volume(kube: Kube, namespace: str, pvc: str, dest: Path) -> Path:
                 "containers": [
                     {
                         "name": "copy",
-                        "image": TRAINER_IMAGE,
+                        "image": trainer_image(kube),
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["sh", "-c", "tar -C /volume -cf - . | base64"],
                         "volumeMounts": [{"name": "volume", "mountPath": "/volume", "readOnly": True}],

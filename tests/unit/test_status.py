@@ -252,6 +252,16 @@ def test_result_comes_from_the_termination_message() -> None:
     assert status["result"] == {"artifactUri": "s3://b/out", "digest": "sha256:00", "metrics": {"loss": 0.5}}
 
 
+def test_success_completes_progress_from_the_final_metrics() -> None:
+    """The run may end between two metric polls: the last reading (step 84 of 150) is not where it finished."""
+    previous = {"phase": "Running", "progress": {"step": 84, "totalSteps": 150, "percent": 56, "loss": 2.0}}
+    case = observe(CASES[3], previous)
+    assert case.pods.succeeded_message is not None
+    message = case.pods.succeeded_message.model_copy(update={"metrics": {"step": 150, "loss": 0.5}})
+    status = derive(replace(case, pods=replace(case.pods, succeeded_message=message)))
+    assert status["progress"] == {"step": 150, "totalSteps": 150, "percent": 100, "etaSeconds": 0, "loss": 0.5}
+
+
 def test_stalled_carries_the_schedulers_message() -> None:
     stalled = conditions(derive(observe(CASES[14])))["Stalled"]
     assert stalled["message"] == "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
