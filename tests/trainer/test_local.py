@@ -183,3 +183,22 @@ def test_multi_node_launch_uses_the_indexed_job_rank() -> None:
     assert args[2:6] == ["--nnodes=2", "--node-rank=1", "--master-addr=demo-0.demo", "--master-port=29500"]
     with pytest.raises(RuntimeError, match="MASTER_ADDR"):
         launch.torchrun_args(cfg, Path("c.json"), {}, visible_gpus=4)
+
+
+def test_compiled_ops_move_to_scratch_when_their_folder_is_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeepSpeed locks a file in the op's folder before loading it; the pod's root filesystem is read-only."""
+    image_ops = tmp_path / "opt" / "torch_extensions"
+    (image_ops / "deepspeed_shm_comm").mkdir(parents=True)
+    (image_ops / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").write_bytes(b"\x7fELF")
+    env = {"TORCH_EXTENSIONS_DIR": str(image_ops)}
+
+    launch.writable_extensions(env, tmp_path / "tmp")  # writable (as in tests and `finetune run`): left alone
+    assert env["TORCH_EXTENSIONS_DIR"] == str(image_ops)
+
+    monkeypatch.setattr(launch.os, "access", lambda path, mode: Path(path) != image_ops)
+    launch.writable_extensions(env, tmp_path / "tmp")
+    moved = Path(env["TORCH_EXTENSIONS_DIR"])
+    assert moved == tmp_path / "tmp" / "torch_extensions"
+    assert (moved / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").read_bytes() == b"\x7fELF"

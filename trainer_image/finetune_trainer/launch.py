@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 from finetune_operator.api.trainer import (
@@ -67,6 +69,17 @@ def torchrun_args(
     return [*args, "-m", "finetune_trainer", "--config", str(config_file)]
 
 
+def writable_extensions(env: MutableMapping[str, str], scratch: Path) -> None:
+    """Point `TORCH_EXTENSIONS_DIR` at a writable copy when it is not writable (the pod's root filesystem is
+    read-only): DeepSpeed locks a file inside each op's folder before loading the op compiled into the image."""
+    source = env.get("TORCH_EXTENSIONS_DIR")
+    if not source or not Path(source).is_dir() or os.access(source, os.W_OK):
+        return
+    target = scratch / "torch_extensions"
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    env["TORCH_EXTENSIONS_DIR"] = str(target)
+
+
 def signal_exit_code(code: int) -> int:
     """A worker's exit code as a shell reports it: 128 + N for a process killed by signal N."""
     return 128 - code if code < 0 else code
@@ -102,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(sys.executable, [sys.executable, "-m", "finetune_trainer", "--config", str(args.config)])
     import torch
 
+    writable_extensions(os.environ, Path(tempfile.gettempdir()))
     return run_torchrun(torchrun_args(cfg, args.config, os.environ, torch.cuda.device_count()))
 
 
