@@ -7,12 +7,17 @@ Runs hack/kind/install.sh (the cluster, images and chart; reused when present), 
 clocks (one machine, so one clock):
 
   operator    apply → the training pod exists (the operator saw the job and created its Job; the Job made the pod)
-  scheduling  pod created → PodScheduled
-  container   scheduled → container running (volume attach, sandbox, container start)
-  imports     container running → the trainer's first log event (Python, torch and transformers imports)
-  setup       first event → the `start` event (data, tokenizer, model build, engine)
-  training    `start` → the last `step` event
-  finishing   last step → the FineTuneJob reads Succeeded (adapter save, manifest, pod exit, status write)
+  scheduling  pod created → PodScheduled (volume provisioning and binding included)
+  container   scheduled → container running (sandbox, network, container start)
+  startup     container running → the trainer's first event (Python, torch and transformers imports, building
+              the tiny preset's weights)
+  setup       first event → `start` (tokenizing the data, loading the weights, the engine)
+  training    `start` → the last `step`
+  saving      last step → `done` (checkpoint, adapter, manifest)
+  reporting   `done` → the FineTuneJob reads Succeeded (process exit, pod and Job status, the operator's write)
+
+Pod timestamps have one-second resolution, so `operator`, `scheduling` and `container` are ±1 s each (their sum is
+exact to the second).
 
 Targets (issue 10): apply → trainer process started < 10 s, apply → Succeeded < 60 s. Writes
 reports/e2e_latency.json; the README beside this script holds the numbers and the machine.
@@ -38,7 +43,7 @@ sys.path[:0] = [str(ROOT)]
 from tests.e2e.kindkit import KUBECONFIG, apply, events, logs, pods, tiny_lora  # noqa: E402
 from tests.integration.helpers import GROUP, PLURAL, VERSION, Kube  # noqa: E402
 
-PHASES = ("operator", "scheduling", "container", "imports", "setup", "training", "finishing")
+PHASES = ("operator", "scheduling", "container", "startup", "setup", "training", "saving", "reporting")
 
 
 def _ts(value: datetime.datetime) -> float:
@@ -80,6 +85,7 @@ def one_run(kube: Kube, run: int) -> dict[str, float]:
             "first_event": trail[0]["time"],
             "start": next(e["time"] for e in trail if e["event"] == "start"),
             "last_step": [e["time"] for e in trail if e["event"] == "step"][-1],
+            "done": next(e["time"] for e in trail if e["event"] == "done"),
             "succeeded": done,
         }
     finally:

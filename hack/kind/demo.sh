@@ -30,10 +30,10 @@ kubectl -n "$namespace" apply -f "$ROOT/examples/tiny-lora.yaml"
 say "training (status.progress)"
 last=""
 while true; do
-  line="$(kubectl -n "$namespace" get finetunejob "$job" \
-    -o jsonpath='{.status.phase} {.status.progress.step}/{.status.progress.totalSteps} loss={.status.progress.loss}')"
+  IFS='|' read -r phase step total loss < <(kubectl -n "$namespace" get finetunejob "$job" \
+    -o jsonpath='{.status.phase}|{.status.progress.step}|{.status.progress.totalSteps}|{.status.progress.loss}{"\n"}')
+  line="${phase:-Pending}${step:+  step $step/$total}${loss:+  loss $loss}"
   [[ "$line" == "$last" ]] || { echo "  $line"; last="$line"; }
-  phase="${line%% *}"
   [[ "$phase" == Succeeded || "$phase" == Failed ]] && break
   sleep 1
 done

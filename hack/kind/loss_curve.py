@@ -1,4 +1,4 @@
-"""Print the loss curve in a trainer log (its `{"event": "step", ...}` lines on stdin) as a small text chart."""
+"""Print the loss curve in a trainer log (its `progress` and `step` event lines on stdin) as a small text chart."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ WIDTH = 50
 def main() -> int:
     points: list[tuple[int, float]] = []
     for line in sys.stdin:
-        if line.startswith('{"event": "step"'):
+        if line.startswith(('{"event": "step"', '{"event": "progress"')):
             event = json.loads(line)
             points.append((int(event["step"]), float(event["loss"])))
     if not points:

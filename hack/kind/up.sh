@@ -20,10 +20,17 @@ mkdir -p "$dir"
 "$ROOT/hack/docker/start-dockerd.sh" >&2
 bin="$("$ROOT/hack/cluster/build.sh" --kind | tail -n1)"
 export PATH="$bin:$PATH"
-image="${KIND_NODE_IMAGE:-$("$ROOT/hack/kind/node-image.sh" | tail -n1)}"
-
 running="$(/usr/bin/docker inspect -f '{{.Config.Image}}' "$name-control-plane" 2>/dev/null || true)"
-if [[ -n "$running" && "$running" != "$image" ]]; then
+if [[ -n "${KIND_NODE_IMAGE:-}" ]]; then
+  image="$KIND_NODE_IMAGE"
+elif [[ -n "$running" && "$running" != finetune.local/kind-node:* ]]; then
+  image="$running"  # a cluster the user made from another node image: use it as it is
+else
+  image="$("$ROOT/hack/kind/node-image.sh" | tail -n1)"
+fi
+
+# A cluster on an older build of our node image is recreated; one on any other image (e.g. kindest/node) is kept.
+if [[ "$running" == finetune.local/kind-node:* && "$running" != "$image" ]]; then
   log "cluster $name runs $running, not $image: recreating it"
   kind delete cluster --name "$name" >&2
 fi
