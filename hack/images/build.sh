@@ -27,7 +27,9 @@ forget() { [[ -z "$1" ]] || /usr/bin/docker image rm "$1" >/dev/null 2>&1 || tru
 echo "==> staging the build context in $context"
 rm -rf "$context"
 mkdir -p "$context/src/operator" "$context/src/trainer_image" "$context/wheels"
-cp "$root/pyproject.toml" "$root/README.md" "$context/src/"
+cp "$root/pyproject.toml" "$context/src/"
+# pyproject.toml names README.md as the package's description; a stub keeps README edits from rebuilding images.
+echo "# finetune-operator: the repository README.md describes it" >"$context/src/README.md"
 cp -r "$root/operator/finetune_operator" "$context/src/operator/"
 cp -r "$root/trainer_image/finetune_trainer" "$context/src/trainer_image/"
 find "$context/src" -name __pycache__ -prune -exec rm -rf {} +
