@@ -49,7 +49,9 @@ class InvalidSpec:
     """Parses, and is refused by the GPU-fit verdict (`api.fit`, reason DoesNotFit) instead."""
 
 
-def _case(id: str, field: str, spec: dict[str, Any], server: bool = True, gpu_fit: bool = False) -> InvalidSpec:
+def _case(
+    id: str, field: str, spec: dict[str, Any], server: bool = True, gpu_fit: bool = False
+) -> InvalidSpec:
     return InvalidSpec(id, merge(minimal_job(), {"spec": spec}), field, server, gpu_fit)
 
 
