@@ -10,6 +10,10 @@ node then more nodes (with ZeRO-3), a smaller micro-batch (the same global batch
 no single change fits, checkpointing and QLoRA together are tried, then with each of the last three on top.
 `finetune validate` and the operator refuse such a job with one line naming the capacity field; the operator's
 reason is `DoesNotFit`.
+
+Jobs on CPU, and jobs whose model is a `uri`, get no estimate. A uri's shape is unknown: a declared parameter count
+would give its weights and optimizer state but not its activations (hidden size, layers, vocabulary), which
+dominate at long sequences, so the API has no such field rather than a verdict that could refuse a job that fits.
 """
 
 from __future__ import annotations

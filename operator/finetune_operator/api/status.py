@@ -91,7 +91,7 @@ class MemoryEstimate(ApiModel):
         default=None,
         alias="capacityGiB",
         ge=0,
-        description="Memory of one GPU as the spec asks for it (resources.gpu.minMemoryGiB or the product's).",
+        description="Memory of one GPU as the spec asks for it: the larger of resources.gpu.minMemoryGiB and the product's.",
     )
     fits: bool | None = Field(
         default=None,
@@ -123,7 +123,7 @@ class FineTuneJobStatus(ApiModel):
     workload: Workload | None = Field(default=None, description="Objects created for this job.")
     estimate: MemoryEstimate | None = Field(
         default=None,
-        description="Estimated GPU memory per GPU (preset models on GPUs; none for model.uri or CPU jobs).",
+        description="The GPU-fit estimate: peak memory per GPU (jobs on GPUs with a preset model; none for model.uri).",
     )
     message: str | None = Field(
         default=None, max_length=32768, description="Human-readable summary of the state."
