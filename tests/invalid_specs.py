@@ -45,10 +45,14 @@ class InvalidSpec:
     """Substring the error must contain: the dotted path of the offending field."""
     server_enforced: bool = True
     """True when the CRD alone (schema + CEL) rejects it; False for webhook-only rules (SSRF, URI shapes, memory)."""
+    gpu_fit: bool = False
+    """Parses, and is refused by the GPU-fit verdict (`api.fit`, reason DoesNotFit) instead."""
 
 
-def _case(id: str, field: str, spec: dict[str, Any], server: bool = True) -> InvalidSpec:
-    return InvalidSpec(id, merge(minimal_job(), {"spec": spec}), field, server)
+def _case(
+    id: str, field: str, spec: dict[str, Any], server: bool = True, gpu_fit: bool = False
+) -> InvalidSpec:
+    return InvalidSpec(id, merge(minimal_job(), {"spec": spec}), field, server, gpu_fit)
 
 
 _BERT = {"preset": "tiny-bert"}
@@ -350,6 +354,14 @@ INVALID_SPECS: list[InvalidSpec] = [
             "resources": {"gpu": {"count": 1, "minMemoryGiB": 24}},
         },
         server=False,
+        gpu_fit=True,
+    ),
+    _case(
+        "gpu-product-too-small",
+        "spec.resources.gpu.product",
+        {"model": _LLAMA8B, "resources": {"gpu": {"count": 1, "product": "Tesla-T4"}}},
+        server=False,
+        gpu_fit=True,
     ),
     _case("memory-not-a-quantity", "spec.resources.memory", {"resources": {"memory": "lots"}}),
     _case(

@@ -1,6 +1,7 @@
 """The `finetune` command: validate manifests offline, regenerate the CRD, run a job locally.
 
-`validate` applies exactly the rules of the CRD and the admission webhook (both derive from `api/`). Everything
+`validate` applies exactly the rules of the CRD and the admission webhook (both derive from `api/`), and the
+GPU-fit verdict (`api/fit.py`) the operator applies. Everything
 printed that comes from a file, a path or a schema goes through `rich.markup.escape`, so `[a-z0-9]` stays as it is.
 """
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from finetune_operator import api, apidocs, crd
+from finetune_operator.api import fit
 from finetune_operator.api.data import DatasetSpec, TaskSpec
 from finetune_operator.api.training import TrainingSpec
 
@@ -59,8 +61,11 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def validate_file(path: Path) -> list[str]:
-    """Error lines for every FineTuneJob in `path`, each naming the file, the document and the field."""
+def validate_file(path: Path, gpu_fit: bool = True) -> list[str]:
+    """Error lines for every FineTuneJob in `path`, each naming the file, the document and the field.
+
+    With `gpu_fit`, a job whose GPU-fit estimate exceeds the memory of the GPUs it asks for is an error too.
+    """
     try:
         docs = load_documents(path)
     except (OSError, yaml.YAMLError, ValueError) as exc:
@@ -72,10 +77,28 @@ def validate_file(path: Path) -> list[str]:
     for index, doc in jobs:
         where = f"{path}" + (f"[{index + 1}]" if len(docs) > 1 else "")
         try:
-            api.parse(doc)
+            spec = api.parse(doc).spec
         except ValidationError as exc:
             errors += [f"{where}: {line}" for line in api.describe(exc)]
+            continue
+        if gpu_fit and (problem := fit.problem(spec)) is not None:
+            errors.append(f"{where}: {problem}")
     return errors
+
+
+def fit_notes(path: Path) -> list[str]:
+    """The GPU-fit estimate of each job in `path` (a valid file), one line each."""
+    notes = []
+    for doc in load_documents(path):
+        if doc.get("kind") != api.KIND or (verdict := fit.verdict(api.parse(doc).spec)) is None:
+            continue
+        name = doc.get("metadata", {}).get("name") or "the job"
+        usage = f"{name}: about {verdict.estimate.gib:.1f} GiB per GPU"
+        if verdict.capacity_gib is None:
+            notes.append(f"{usage}; set resources.gpu.minMemoryGiB or product to check that it fits")
+        else:
+            notes.append(f"{usage}, fits {verdict.capacity_gib:g} GiB ({verdict.capacity_field})")
+    return notes
 
 
 @app.command()
@@ -111,6 +134,8 @@ def validate(
             fail(line)
         if not problems:
             ok(str(path))
+            for line in fit_notes(path):
+                console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     if data is not None:
         failed |= _validate_data(data, files, model) if not failed else True
     raise typer.Exit(code=1 if failed else 0)
@@ -173,7 +198,8 @@ def run(
         Path | None, typer.Option(help="Start from this local Hugging Face checkpoint folder instead of spec.model.")
     ] = None,
 ) -> None:  # fmt: skip
-    problems = validate_file(file)
+    # It trains on this machine, not on the GPUs the spec asks for: no GPU-fit verdict.
+    problems = validate_file(file, gpu_fit=False)
     for line in problems:
         fail(line)
     if problems:

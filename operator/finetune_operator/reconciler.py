@@ -14,13 +14,14 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from finetune_operator import names, observed
-from finetune_operator.api import describe
+from finetune_operator.api import describe, fit
 from finetune_operator.builders import storage, workload
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
@@ -46,6 +47,16 @@ def _phase_of(status: dict[str, Any]) -> str:
     return str(status.get("phase") or "New")
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """A FineTuneJob as the reconciler reads it: parsed, or refused with (reason, message) before anything runs."""
+
+    owner: Owner | None
+    refusal: tuple[str, str] | None = None
+    estimate: dict[str, Any] | None = None
+    """`status.estimate`."""
+
+
 class Reconciler:
     """Holds the clients, the settings and what was last written per job (the watch may lag behind it)."""
 
@@ -53,7 +64,7 @@ class Reconciler:
         self.kube, self.settings, self.metrics = kube, settings, metrics
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._written: dict[str, dict[str, Any]] = {}
-        self._owners: dict[str, tuple[str | None, Owner | None, str | None]] = {}
+        self._owners: dict[str, tuple[str | None, Parsed]] = {}
         self.failed: set[str] = set()
         """Jobs whose last reconcile raised: the poller retries them (watch events are not redelivered)."""
 
@@ -94,32 +105,39 @@ class Reconciler:
         generation = int(meta.get("generation") or 1)
         if previous.get("phase") in TERMINAL and previous.get("observedGeneration") == generation:
             return
-        owner, invalid = self._parse(body)
+        parsed = self._parse(body)
+        owner = parsed.owner if parsed.refusal is None else None
         if owner is not None:
             job = self._converge_children(owner, job, generation, previous)
         policy = owner.job.spec.run_policy if owner else None
+        reason, invalid = parsed.refusal if parsed.refusal else ("InvalidSpec", None)
         obs = Observation(
             generation=generation, job=observed.job_facts(job), pods=observed.pod_facts(pods),
             user_suspended=bool(policy and policy.suspend), queued=bool(policy and policy.queue_name),
             workload=self._workload(owner) if owner else {}, now=datetime.now(UTC),
-            stall_after_seconds=self.settings.stall_after_seconds, invalid_spec=invalid, previous=previous,
+            stall_after_seconds=self.settings.stall_after_seconds, invalid_spec=invalid, invalid_reason=reason,
+            estimate=parsed.estimate, previous=previous,
         )  # fmt: skip
         self.write_status(body, derive(obs))
 
-    def _parse(self, body: dict[str, Any]) -> tuple[Owner | None, str | None]:
-        """The parsed job, or why its spec cannot run; parsed once per resourceVersion (pod events are many)."""
+    def _parse(self, body: dict[str, Any]) -> Parsed:
+        """The parsed job and its GPU-fit verdict; once per resourceVersion (pod events are many)."""
         meta = body["metadata"]
         cached = self._owners.get(meta["uid"])
         if cached is not None and cached[0] == meta.get("resourceVersion"):
-            return cached[1], cached[2]
-        owner: Owner | None = None
-        invalid: str | None = None
+            return cached[1]
         try:
             owner = Owner.from_body(body)
         except ValidationError as exc:
-            invalid = "; ".join(describe(exc))
-        self._owners[meta["uid"]] = (meta.get("resourceVersion"), owner, invalid)
-        return owner, invalid
+            parsed = Parsed(None, ("InvalidSpec", "; ".join(describe(exc))))
+        else:
+            verdict = fit.verdict(owner.job.spec)
+            problem = verdict.problem() if verdict else None
+            parsed = Parsed(
+                owner, (fit.REASON, problem) if problem else None, verdict.status() if verdict else None
+            )
+        self._owners[meta["uid"]] = (meta.get("resourceVersion"), parsed)
+        return parsed
 
     def _converge_children(
         self, owner: Owner, job: dict[str, Any] | None, generation: int, previous: dict[str, Any]

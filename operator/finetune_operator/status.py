@@ -5,14 +5,14 @@ Flux and Argo CD read them, plus Admitted, Training, Complete, Failed and Suspen
 the workload names. `transition_event` says which Event to post when the phase changed. Conditions keep their
 `lastTransitionTime` while their status stays the same.
 
-| phase      | when                                                                    |
-|------------|-------------------------------------------------------------------------|
-| Pending    | objects being created, pods not running yet (Stalled when stuck)        |
-| Queued     | the Job waits for Kueue's admission (`runPolicy.queueName`)             |
-| Running    | a training pod runs                                                     |
-| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept)            |
-| Succeeded  | the Job completed; `result` holds the trainer's output, digest, metrics |
-| Failed     | the Job failed, or the spec cannot run; the reason is the trainer's own |
+| phase      | when                                                                          |
+|------------|-------------------------------------------------------------------------------|
+| Pending    | objects being created, pods not running yet (Stalled when stuck)              |
+| Queued     | the Job waits for Kueue's admission (`runPolicy.queueName`)                   |
+| Running    | a training pod runs                                                           |
+| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept)                  |
+| Succeeded  | the Job completed; `result` holds the trainer's output, digest, metrics       |
+| Failed     | the Job failed (the trainer's reason), or cannot run: InvalidSpec, DoesNotFit |
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class Observation:
     stall_after_seconds: float
     invalid_spec: str | None = None
     """Why the spec cannot run (rules the CRD cannot check); the job fails at once."""
+    invalid_reason: str = "InvalidSpec"
+    """The Failed reason for `invalid_spec`: InvalidSpec, or DoesNotFit when the GPU-fit estimate exceeds the GPUs."""
+    estimate: dict[str, Any] | None = None
+    """`status.estimate`: the GPU-fit estimate of the spec, when there is one."""
     previous: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,7 +82,7 @@ def _failure(obs: Observation) -> State:
 def _state(obs: Observation) -> State:
     job, pods = obs.job, obs.pods
     if obs.invalid_spec is not None:
-        return State("Failed", "InvalidSpec", obs.invalid_spec)
+        return State("Failed", obs.invalid_reason, obs.invalid_spec)
     if not job.exists:
         return State("Pending", "Creating", "creating the training workload")
     if job.complete:
@@ -169,6 +173,8 @@ def derive(obs: Observation) -> dict[str, Any]:
         progress.update(_final_progress(state.result.metrics))
     if progress:
         status["progress"] = progress
+    if obs.estimate is not None:
+        status["estimate"] = obs.estimate
     return status
 
 

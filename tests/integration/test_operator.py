@@ -309,16 +309,29 @@ def test_progress_comes_from_the_trainers_metrics_at_most_every_interval(world: 
     )
 
 
-def test_spec_only_python_can_refuse_fails_at_once_and_creates_nothing(world: World) -> None:
-    """A rule the CRD cannot express (GPU memory per preset and method): Failed/InvalidSpec, no children."""
-    body = finetunejob("toosmall", model={"preset": "llama-3.1-8b-instruct"}, method={"type": "full"},
-                       resources={"gpu": {"count": 1, "minMemoryGiB": 24}})  # fmt: skip
-    world.create(body)
-    status = world.wait_phase("toosmall", "Failed")
+@pytest.mark.parametrize(
+    ("reason", "field", "spec"),
+    [
+        ("InvalidSpec", "spec.dataset.uri", {"dataset": {"uri": "https://10.0.0.5/d.csv"}}),
+        ("DoesNotFit", "spec.resources.gpu.minMemoryGiB", {
+            "model": {"preset": "llama-3.1-8b-instruct"}, "method": {"type": "full"},
+            "resources": {"gpu": {"count": 1, "minMemoryGiB": 24}},
+        }),
+    ],
+    ids=["ssrf-url", "gpu-fit"],
+)  # fmt: skip
+def test_spec_only_python_can_refuse_fails_at_once_and_creates_nothing(
+    world: World, reason: str, field: str, spec: dict[str, Any]
+) -> None:
+    """Rules the CRD cannot express (an SSRF check, the GPU-fit estimate): Failed with their reason, no children."""
+    world.create(finetunejob("refused", **spec))
+    status = world.wait_phase("refused", "Failed")
     failed = condition(status, "Failed")
-    assert failed["reason"] == "InvalidSpec" and "resources.gpu.minMemoryGiB" in failed["message"]
+    assert failed["reason"] == reason and field in failed["message"]
     assert condition(status, "Admitted")["status"] == "False"
-    assert world.job("toosmall") is None and world.config_map(names.config_map("toosmall")) is None
+    assert world.job("refused") is None and world.config_map(names.config_map("refused")) is None
+    if reason == "DoesNotFit":
+        assert status["estimate"]["fits"] is False and status["estimate"]["capacityGiB"] == 24
 
 
 def test_a_stand_by_takes_over_when_the_leader_dies(world: World) -> None:

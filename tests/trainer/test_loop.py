@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.trainerkit import INSTRUCTIONS, Run, launch, make_config
+from tests.trainer.trainerkit import INSTRUCTIONS, LLAMA, Run, launch, make_config
 
 LLAMA_JOB = {"model": {"preset": "tiny-llama"}}
 
@@ -69,3 +69,42 @@ def test_two_processes_on_a_fresh_cache_publish_a_complete_preset(tmp_path: Path
     assert run.rc == 0, run.summary
     (preset,) = [p for p in (fresh / "tiny").iterdir() if not p.name.startswith(".")]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.name for f in preset.iterdir()}
+
+
+def _kept_bytes(checkpointing: bool) -> tuple[int, bool]:
+    """Bytes one forward pass keeps for the backward outside checkpointed layers (LoRA on tiny-llama), and whether
+    every module of the model is in training mode."""
+    import torch
+    from finetune_trainer import model as model_lib
+
+    cfg = make_config(
+        Path("unused"), {**LLAMA_JOB, "training": {"gradientCheckpointing": checkpointing}}, None
+    )
+    tokenizer = model_lib.load_tokenizer(LLAMA, trust_remote_code=False)
+    net = model_lib.load_model(
+        LLAMA, cfg.spec, model_lib.Placement(torch.device("cpu"), torch.float32), tokenizer
+    )
+    batch = tokenizer([" ".join(r["prompt"] for r in INSTRUCTIONS)] * 4, return_tensors="pt")
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    # Checkpointed layers keep their tensors through their own hooks, so this one sees only what stays for good.
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        net(**batch, labels=batch["input_ids"])
+    return sum(size for pointer, size in kept.items() if pointer not in params), all(
+        m.training for m in net.modules()
+    )
+
+
+def test_the_model_is_in_training_mode_so_checkpointing_applies(train: Callable[..., Run]) -> None:
+    """from_pretrained hands back a model in eval mode; layers left so skip checkpointing (and their dropout)."""
+    train({**LLAMA_JOB, "training": {"maxSteps": 1}}, INSTRUCTIONS)  # builds the preset
+
+    (checkpointed, training), (plain, _) = _kept_bytes(checkpointing=True), _kept_bytes(checkpointing=False)
+
+    assert training
+    assert checkpointed < plain / 2

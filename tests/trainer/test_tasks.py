@@ -91,7 +91,7 @@ def test_token_classification_on_tiny_bert(train: Callable[..., Run]) -> None:
     run = train({"model": {"preset": "tiny-bert"}, "task": {"type": "token-classification", "labels": labels}},
                 ENTITIES)  # fmt: skip
 
-    _learned(run, first=1.131, last_below=0.05)
+    _learned(run, first=1.125, last_below=0.05)  # the first step already runs with BERT's dropout (0.1)
     model = _adapted(transformers.AutoModelForTokenClassification, BERT, run.output, num_labels=3)
     tokenizer = transformers.AutoTokenizer.from_pretrained(run.output)
     encoded = tokenizer(["Bob", "lives", "in", "Paris"], is_split_into_words=True, return_tensors="pt")
@@ -125,7 +125,9 @@ def test_seq2seq_full_on_tiny_t5_translates(train: Callable[..., Run]) -> None:
 
 
 def test_question_answering_on_tiny_bert(train: Callable[..., Run]) -> None:
-    run = train({"model": {"preset": "tiny-bert"}, "task": {"type": "question-answering"}}, QUESTIONS)
+    # BERT's dropout (0.1) is on while training: at the default learning rate the tiny model's loss spikes.
+    run = train({"model": {"preset": "tiny-bert"}, "task": {"type": "question-answering"},
+                 "training": {"learningRate": 0.01, "maxSteps": 30}}, QUESTIONS)  # fmt: skip
 
     _learned(run, first=3.374, last_below=0.05)
     model = _adapted(transformers.AutoModelForQuestionAnswering, BERT, run.output)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from finetune_operator import api
+from finetune_operator.api import fit
 from finetune_operator.api.common import DNS_SUBDOMAIN
 from finetune_operator.cli import app
 from pydantic import ValidationError
@@ -26,6 +27,10 @@ def test_minimal_job_is_valid() -> None:
 
 @pytest.mark.parametrize("case", INVALID_SPECS, ids=lambda c: c.id)
 def test_rejected_naming_the_field(case: InvalidSpec) -> None:
+    if case.gpu_fit:
+        problem = fit.problem(api.parse(case.manifest).spec)
+        assert problem is not None and problem.startswith(f"{case.field}:"), problem
+        return
     with pytest.raises(ValidationError) as info:
         api.parse(case.manifest)
     lines = api.describe(info.value)

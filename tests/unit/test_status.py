@@ -83,6 +83,7 @@ class Case:
     user_suspended: bool = False
     queued: bool = False
     invalid: str | None = None
+    invalid_reason: str = "InvalidSpec"
 
 
 # fmt: off
@@ -209,6 +210,15 @@ CASES = [
         stalled=True,
         invalid="resources.gpu: no",
     ),
+    Case(
+        "spec does not fit its GPUs",
+        None,
+        phase="Failed",
+        reason="DoesNotFit",
+        stalled=True,
+        invalid="spec.resources.gpu.minMemoryGiB: the job needs about 140 GiB per GPU",
+        invalid_reason="DoesNotFit",
+    ),
 ]
 
 
@@ -216,7 +226,7 @@ def observe(case: Case, previous: dict[str, Any] | None = None) -> Observation:
     return Observation(
         generation=3, job=job_facts(case.job), pods=pod_facts(case.pods), user_suspended=case.user_suspended,
         queued=case.queued, workload={"jobName": "j-train"}, now=NOW, stall_after_seconds=300,
-        invalid_spec=case.invalid, previous=previous or {},
+        invalid_spec=case.invalid, invalid_reason=case.invalid_reason, previous=previous or {},
     )
 
 
@@ -300,3 +310,11 @@ def test_a_termination_message_that_is_not_json_becomes_the_message() -> None:
     parsed = termination_message("Traceback (most recent call last):\n  boom")
     assert parsed is not None and parsed.reason == "Error" and "boom" in (parsed.message or "")
     assert termination_message("") is None
+
+
+def test_the_gpu_fit_estimate_is_shown_in_status() -> None:
+    estimate = {"gpuMemoryGiB": 11.3, "capacityGiB": 80.0, "fits": True}
+    obs = replace(observe(CASES[0]), estimate=estimate)
+
+    assert derive(obs)["estimate"] == estimate
+    assert "estimate" not in derive(observe(CASES[0]))

@@ -151,6 +151,9 @@ def lora_config(spec: FineTuneJobSpec) -> peft.LoraConfig:
 def load_model(path: Path, spec: FineTuneJobSpec, placement: Placement, tokenizer: Any) -> Any:
     """The model ready to train: the base, plus adapters unless the method is `full`."""
     model = load_base(path, spec, placement, tokenizer)
+    # from_pretrained returns the model in eval mode: its dropout would stay off, and transformers skips gradient
+    # checkpointing in layers that are not training.
+    model.train()
     checkpointing = spec.training.gradient_checkpointing
     if spec.method.type == "qlora":
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)

@@ -13,7 +13,7 @@ from finetune_operator.api.data import DatasetSpec, TaskSpec
 from finetune_operator.api.model import MethodSpec, ModelSpec
 from finetune_operator.api.output import OutputSpec, RunPolicy
 from finetune_operator.api.placement import ResourcesSpec
-from finetune_operator.api.presets import FAMILY_TASKS, PRESETS, Family, presets_of, real_presets
+from finetune_operator.api.presets import FAMILY_TASKS, Family, presets_of, real_presets
 from finetune_operator.api.status import FineTuneJobStatus
 from finetune_operator.api.training import DistributedSpec, TrainingSpec
 
@@ -57,15 +57,6 @@ def _family_rule(family: Family) -> Rule:
 def _gpus(spec: FineTuneJobSpec) -> int | None:
     gpu = spec.resources.gpu
     return None if gpu is None else gpu.count
-
-
-def _enough_gpu_memory(spec: FineTuneJobSpec) -> bool:
-    preset = PRESETS.get(spec.model.preset or "")
-    gpu = spec.resources.gpu
-    if preset is None or preset.tiny or gpu is None or gpu.min_memory_gib is None:
-        return True
-    total = gpu.count * gpu.min_memory_gib * spec.distributed.nodes
-    return total >= preset.min_gpu_memory_gib[spec.method.type]
 
 
 class FineTuneJobSpec(ApiModel):
@@ -152,13 +143,6 @@ class FineTuneJobSpec(ApiModel):
             ),
             cel="!has(self.distributed.processesPerNode) || !has(self.resources.gpu) "
             "|| self.resources.gpu.count == 0 || self.distributed.processesPerNode <= self.resources.gpu.count",
-        ),
-        Rule(
-            field="resources.gpu.minMemoryGiB",
-            message="not enough GPU memory for this preset and method: raise resources.gpu.count, "
-            "resources.gpu.minMemoryGiB or distributed.nodes, or use qlora (see the preset table in the README)",
-            check=_enough_gpu_memory,
-            server=False,
         ),
     )
 

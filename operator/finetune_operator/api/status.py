@@ -81,6 +81,24 @@ class Workload(ApiModel):
     )
 
 
+class MemoryEstimate(ApiModel):
+    """The GPU-fit estimate (`api/memory.py`): peak memory per GPU, and whether it fits the GPUs asked for."""
+
+    gpu_memory_gib: float = Field(
+        alias="gpuMemoryGiB", ge=0, description="Estimated peak memory of one GPU during training, in GiB."
+    )
+    capacity_gib: float | None = Field(
+        default=None,
+        alias="capacityGiB",
+        ge=0,
+        description="Memory of one GPU as the spec asks for it: the larger of resources.gpu.minMemoryGiB and the product's.",
+    )
+    fits: bool | None = Field(
+        default=None,
+        description="Whether the estimate fits capacityGiB; unset when the spec names neither.",
+    )
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob."""
 
@@ -103,6 +121,10 @@ class FineTuneJobStatus(ApiModel):
         default=None, description="Artifacts and final metrics of a successful run."
     )
     workload: Workload | None = Field(default=None, description="Objects created for this job.")
+    estimate: MemoryEstimate | None = Field(
+        default=None,
+        description="The GPU-fit estimate: peak memory per GPU (jobs on GPUs with a preset model; none for model.uri).",
+    )
     message: str | None = Field(
         default=None, max_length=32768, description="Human-readable summary of the state."
     )
