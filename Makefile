@@ -71,3 +71,4 @@ kind-down:
 bench:
 	$(PYTHON) benchmarks/trainer_overhead.py
 	$(PYTHON) benchmarks/operator_scale.py
+	$(PYTHON) benchmarks/e2e_latency.py
