@@ -72,3 +72,4 @@ bench:
 	$(PYTHON) benchmarks/trainer_overhead.py
 	$(PYTHON) benchmarks/operator_scale.py
 	$(PYTHON) benchmarks/e2e_latency.py
+	$(PYTHON) benchmarks/gpu_fit.py
