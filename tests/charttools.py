@@ -3,6 +3,8 @@
 Schemas: the `kubernetes-validate` wheel ships the Kubernetes JSON schemas per minor version, with `$ref`s to a
 remote `/api/_definitions.json` (and remote `$id`s); `kube_schemas()` copies the pinned minor's strict set under
 `.cache/` with those refs pointing at the local `_definitions.json`, and adds our CRD's schema under the name kubeconform looks up.
+The Prometheus Operator's kinds (ServiceMonitor, PodMonitor, PrometheusRule) are checked against its own CRDs, from
+its Go module at PROMETHEUS_OPERATOR_VERSION (`go mod download`, cached by Go).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ CHART = ROOT / "helm" / "finetune-operator"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 CACHE = ROOT / ".cache" / "tools"
 REMOTE_DEFINITIONS = '"/api/_definitions.json#'
-MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
-"""Prometheus Operator kinds: no schema here; promtool checks the rules (tests/unit/test_alerts.py)."""
+MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
+"""The Prometheus Operator CRDs the chart's optional objects use."""
 
 
 def versions() -> dict[str, str]:
@@ -107,9 +109,20 @@ def kube_schemas() -> Path:
     return target
 
 
+@functools.cache
+def prometheus_operator_crds() -> list[Path]:
+    """The Prometheus Operator's CRD files for MONITORING_CRDS, from its Go module (downloaded once)."""
+    module = f"github.com/prometheus-operator/prometheus-operator@{versions()['PROMETHEUS_OPERATOR_VERSION']}"
+    found = subprocess.run(["go", "mod", "download", "-json", module], check=True, capture_output=True, text=True,
+                           timeout=600).stdout  # fmt: skip
+    folder = Path(json.loads(found)["Dir"]) / "example" / "prometheus-operator-crd"
+    return [folder / f"monitoring.coreos.com_{name}.yaml" for name in MONITORING_CRDS]
+
+
 def _write_crd_schemas(target: Path) -> None:
-    """Our CRDs' schemas as `<kind>-<group's first label>-<version>.json` (kubeconform's KindSuffix)."""
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
+    """Our CRDs' and the Prometheus Operator's schemas as `<kind>-<group's first label>-<version>.json`
+    (kubeconform's KindSuffix)."""
+    for path in [*sorted((ROOT / "crds").glob("*.yaml")), *prometheus_operator_crds()]:
         crd = yaml.safe_load(path.read_text(encoding="utf-8"))
         kind, group = crd["spec"]["names"]["kind"].lower(), crd["spec"]["group"].split(".")[0]
         for version in crd["spec"]["versions"]:
@@ -121,7 +134,7 @@ def _write_crd_schemas(target: Path) -> None:
             out.write_text(json.dumps(schema, indent=1), encoding="utf-8")
 
 
-def kubeconform(paths: list[Path], skip: tuple[str, ...] = MONITORING_KINDS) -> str:
+def kubeconform(paths: list[Path], skip: tuple[str, ...] = ()) -> str:
     """`kubeconform -strict` against `kube_schemas()`; returns its summary."""
     schemas = kube_schemas()
     args = ["-strict", "-summary", "-output", "text", "-kubernetes-version", kubernetes_version().lstrip("v")]

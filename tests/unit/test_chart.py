@@ -58,19 +58,22 @@ def test_examples_pass_kubeconform_with_the_crd_schema() -> None:
 
 
 def test_kubeconform_catches_a_bad_manifest(tmp_path: Path) -> None:
-    """The schemas are really applied: an unknown field in a Deployment and a bad FineTuneJob fail."""
+    """The schemas are really applied: an unknown field in a Deployment, a bad FineTuneJob and a ServiceMonitor
+    with a string for its endpoints fail."""
     objects = _objects()
     deployment = _one(objects, "Deployment")
     deployment["spec"]["replica"] = 1
     job = next(yaml.safe_load_all((ROOT / "examples" / "tiny-lora.yaml").read_text()))
     job["spec"]["training"] = {"epochs": "many"}
+    monitor = _one(_objects([CHART / "ci" / "monitoring-values.yaml"]), "ServiceMonitor")
+    monitor["spec"]["endpoints"] = "metrics"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump_all([deployment, job]))
+    bad.write_text(yaml.safe_dump_all([deployment, job, monitor]))
     done = charttools.run("kubeconform", "-strict", "-schema-location",
                           f"{charttools.kube_schemas()}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
                           str(bad), check=False)  # fmt: skip
     assert done.returncode == 1, done.stdout
-    assert "replica" in done.stdout and "epochs" in done.stdout, done.stdout
+    assert "replica" in done.stdout and "epochs" in done.stdout and "endpoints" in done.stdout, done.stdout
 
 
 BAD_VALUES = {
