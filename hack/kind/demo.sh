@@ -14,8 +14,9 @@ job=tiny-lora
 say() { printf '\n==> %s\n' "$*"; }
 
 say "cluster, images and chart (hack/kind/install.sh)"
-export KUBECONFIG="$("$ROOT/hack/kind/install.sh" | tail -n1)"
-export PATH="$("$ROOT/hack/cluster/build.sh" --kind 2>/dev/null | tail -n1):$PATH"
+kubeconfig="$("$ROOT/hack/kind/install.sh" | tail -n1)"
+bin="$("$ROOT/hack/cluster/build.sh" --kind 2>/dev/null | tail -n1)"
+export KUBECONFIG="$kubeconfig" PATH="$bin:$PATH"
 kubectl get nodes -o custom-columns='NODE:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product'
 
 if kubectl -n "$namespace" get finetunejob "$job" >/dev/null 2>&1; then
