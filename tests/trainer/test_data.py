@@ -53,7 +53,10 @@ def test_csv_errors_count_the_header_and_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text('prompt,completion\np,c\n\n"two\nlines",c\np\n')
 
-    with pytest.raises(data.DataError, match=r"^line 6: field 'completion' missing$"):
+    with pytest.raises(
+        data.DataError,
+        match=r"^line 6: field 'completion' missing \(the row has 'prompt'\); if another column holds it, name ",
+    ):
         _load(path)
 
 

@@ -136,7 +136,8 @@ def test_a_local_dataset_file_and_a_failure_summary(tmp_path: Path) -> None:
 
     assert code == ExitCode.INVALID_CONFIG  # a bad row: no retry can fix it
     assert output.splitlines()[-1] == (
-        f"✗ failed (DataError: line 7: field 'completion' missing); log: {tmp_path}/out/.local/trainer.log"
+        "✗ failed (DataError: line 7: field 'completion' missing (the row has 'prompt'); if another column holds "
+        f"it, name that column in dataset.columns); log: {tmp_path}/out/.local/trainer.log"
     )
 
 

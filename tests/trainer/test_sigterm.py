@@ -119,4 +119,7 @@ def test_the_launcher_exits_with_the_trainers_code_not_torchruns(tmp_path: Path)
     launcher.communicate(timeout=300)
 
     assert launcher.returncode == ExitCode.INVALID_CONFIG  # torchrun itself exits 1 for any failed worker
-    assert read_summary(cfg)["message"] == "line 9: field 'completion' missing"
+    assert read_summary(cfg)["message"] == (
+        "line 9: field 'completion' missing (the row has 'prompt'); "
+        "if another column holds it, name that column in dataset.columns"
+    )

@@ -185,7 +185,11 @@ def _check_row(where: str, row: Any, task: TaskSpec, dataset: DatasetSpec, shape
         )
     for name, kind in required_fields(task, columns, shape.name):
         if row.get(name) is None:
-            raise DataError(f"{where}: field {name!r} missing")
+            present = ", ".join(map(repr, sorted(row))) or "no fields"
+            raise DataError(
+                f"{where}: field {name!r} missing (the row has {present}); "
+                f"if another column holds it, name that column in dataset.columns"
+            )
         if not isinstance(row[name], kind):
             raise DataError(
                 f"{where}: field {name!r} should be a {kind.__name__}, got {type(row[name]).__name__}"
