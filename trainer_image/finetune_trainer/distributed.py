@@ -79,6 +79,17 @@ def mean_over_ranks(value: float) -> float:
     return _all_reduce(value, dist.ReduceOp.SUM) / int(dist.get_world_size())
 
 
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """The element-wise sums of `values` across ranks (a collective: all ranks must call it)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(
+        values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu"
+    )
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return [float(v) for v in tensor.tolist()]
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on at least one (a collective: all ranks must call it)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

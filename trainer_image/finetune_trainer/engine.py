@@ -65,6 +65,10 @@ class Engine(Protocol):
     """The model without DDP/DeepSpeed wrappers (what `output` saves)."""
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def outputs(self, batch: dict[str, torch.Tensor]) -> Any:
+        """The model's forward outputs (loss and logits) for `batch`, as training computes them."""
+        ...
+
     def backward(self, loss: torch.Tensor) -> None: ...
     def step(self) -> float:
         """Clip, step the optimizer and scheduler, zero the gradients; returns the gradient norm."""
@@ -110,8 +114,11 @@ class TorchEngine:
         return autocast
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.outputs(batch).loss
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> Any:
         with self._autocast():
-            return self.forward(**batch).loss
+            return self.forward(**batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss / self.accumulation).backward()
@@ -184,7 +191,10 @@ class DeepSpeedEngine:
         )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.engine(**batch).loss
+        return self.outputs(batch).loss
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> Any:
+        return self.engine(**batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)

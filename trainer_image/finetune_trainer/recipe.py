@@ -17,6 +17,8 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 - SIGTERM (suspension, preemption, node drain): all ranks agree on the step to stop at, save a checkpoint there and
   exit with `ExitCode.INTERRUPTED`, so a restart loses no finished step.
 - Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
+- Before/after evaluation (`spec.evaluation`): the base model and the result scored on the held-out rows
+  (`evaluation.py`), reported as `eval_before_<metric>` / `eval_after_<metric>`.
 - Output: adapter or model, optional merged model, `manifest.json` with digests (`output.py`).
 """
 
@@ -29,7 +31,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from finetune_trainer import (
     data,
     distributed,
     engine,
+    evaluation,
     metrics,
     model,
     output,
@@ -108,6 +111,9 @@ class FineTuneRecipe:
         self.engine = engine.build_engine(
             net, self.spec, self.placement, self.world, self.ds_config, self.total_steps
         )
+        self.eval_scores = self._score(
+            "before"
+        )  # before a restore: a resumed run still scores the base model
         restored = None
         if self.spec.run_policy.resume_from_checkpoint:
             restored = checkpoint.restore(self.engine, Path(self.cfg.paths.checkpoint_dir), self.world)
@@ -247,6 +253,22 @@ class FineTuneRecipe:
         self.engine.module.train()
         return distributed.mean_over_ranks(sum(losses) / len(losses))
 
+    def _score(self, phase: Literal["before", "after"]) -> dict[str, float]:
+        """`spec.evaluation`: the model's scores on the held-out rows, named for `phase` ({} when it is off)."""
+        wanted = self.spec.evaluation
+        if not wanted.enabled:
+            return {}
+        rows = self.eval_set[: wanted.max_samples]
+        self.engine.module.eval()
+        scores = evaluation.score(
+            self.engine.outputs, rows, self.world, self.spec.training.per_device_batch_size,
+            lambda part: _to_device(tasks.collate(part, self.tokenizer.pad_token_id), self.placement.device),
+        )  # fmt: skip
+        self.engine.module.train()
+        reported = evaluation.report(phase, scores, wanted.metrics_for(self.spec.task.type))
+        self.reporter.event("evaluation", phase=phase, rows=len(rows), **reported)
+        return reported
+
     def run(self) -> TerminationMessage | None:
         """setup → train → save, then leave the process group (also when stopped by SIGTERM)."""
         with self.reporter:
@@ -256,6 +278,7 @@ class FineTuneRecipe:
             except Interrupted:
                 self.cleanup()
                 raise
+            self.eval_scores.update(self._score("after"))
             summary = self.save()
         self.cleanup()
         return summary
@@ -269,6 +292,7 @@ class FineTuneRecipe:
         final = {"step": self.position.step, "loss": loss, "tokens": self.position.tokens}
         if getattr(self, "eval_loss", None) is not None:
             final["eval_loss"] = self.eval_loss
+        final.update(self.eval_scores)
         summary = output.save_artifacts(
             self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final, self.data_info
         )

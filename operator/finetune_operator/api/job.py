@@ -10,6 +10,7 @@ from pydantic.config import JsonDict
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import DNS_SUBDOMAIN
 from finetune_operator.api.data import DatasetSpec, TaskSpec
+from finetune_operator.api.evaluation import TASK_METRICS, EvaluationSpec
 from finetune_operator.api.model import MethodSpec, ModelSpec
 from finetune_operator.api.output import OutputSpec, RunPolicy
 from finetune_operator.api.placement import ResourcesSpec
@@ -54,6 +55,19 @@ def _family_rule(family: Family) -> Rule:
     )
 
 
+def _eval_metrics_rule(task: str) -> Rule:
+    allowed = TASK_METRICS[task]
+    return Rule(
+        field="evaluation.metrics",
+        message=f"evaluation.metrics for task.type {task} are {', '.join(allowed)}; remove the others",
+        check=lambda s: (
+            s.task.type != task or s.evaluation.metrics is None or set(s.evaluation.metrics) <= set(allowed)
+        ),
+        cel=f"self.task.type != '{task}' || !has(self.evaluation.metrics) "
+        f"|| self.evaluation.metrics.all(m, m in {_cel_list(allowed)})",
+    )
+
+
 def _gpus(spec: FineTuneJobSpec) -> int | None:
     gpu = spec.resources.gpu
     return None if gpu is None else gpu.count
@@ -72,9 +86,12 @@ class FineTuneJobSpec(ApiModel):
     distributed: DistributedSpec = _block(DistributedSpec, "Nodes, processes per node and DeepSpeed ZeRO.")
     resources: ResourcesSpec = _block(ResourcesSpec, "GPUs, CPU, memory and placement of the training pods.")
     output: OutputSpec = _block(OutputSpec, "Where the adapter or model is written.")
+    evaluation: EvaluationSpec = _block(
+        EvaluationSpec, "Scores of the base model before training and of the result after; off by default."
+    )
     run_policy: RunPolicy = _block(RunPolicy, "Suspension, retries, deadline and queueing (Kueue).")
 
-    immutable = ("model", "method", "task", "dataset", "training", "distributed", "output")
+    immutable = ("model", "method", "task", "dataset", "training", "distributed", "output", "evaluation")
     """Fields that define the training (resources and runPolicy may change)."""
 
     rules = (
@@ -113,6 +130,20 @@ class FineTuneJobSpec(ApiModel):
             check=lambda s: s.training.eval_steps is None or s.dataset.validation_split > 0,
             cel="!has(self.training.evalSteps) || self.dataset.validationSplit > 0.0",
         ),
+        Rule(
+            field="evaluation.enabled",
+            message="evaluation.enabled needs held-out rows: set dataset.validationSplit > 0 (e.g. 0.1), or set "
+            "evaluation.enabled false",
+            check=lambda s: not s.evaluation.enabled or s.dataset.validation_split > 0,
+            cel="!self.evaluation.enabled || self.dataset.validationSplit > 0.0",
+        ),
+        Rule(
+            field="evaluation.enabled",
+            message=f"evaluation supports task.type {', '.join(TASK_METRICS)} so far; set evaluation.enabled false",
+            check=lambda s: not s.evaluation.enabled or s.task.type in TASK_METRICS,
+            cel=f"!self.evaluation.enabled || self.task.type in {_cel_list(tuple(TASK_METRICS))}",
+        ),
+        *(_eval_metrics_rule(task) for task in TASK_METRICS),
         Rule(
             field="training.optimizer",
             message="DeepSpeed ZeRO (zeroStage 1-3, and its CPU offload) runs training.optimizer adamw only; set "
