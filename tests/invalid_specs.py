@@ -274,6 +274,34 @@ INVALID_SPECS: list[InvalidSpec] = [
     ),
     _case("chat-role-key-empty", "spec.dataset.chat.roleKey", {"dataset": {"chat": {"roleKey": ""}}}),
     _case("eval-steps-without-validation", "spec.training.evalSteps", {"training": {"evalSteps": 10}}),
+    # evaluation
+    _case("evaluation-without-validation", "spec.evaluation.enabled", {"evaluation": {"enabled": True}}),
+    _case(
+        "evaluation-of-seq2seq",
+        "spec.evaluation.enabled",
+        {
+            "model": {"preset": "tiny-t5"},
+            "task": {"type": "seq2seq"},
+            "dataset": {"validationSplit": 0.1},
+            "evaluation": {"enabled": True},
+        },
+    ),  # fmt: skip
+    _case(
+        "evaluation-accuracy-of-causal-lm",
+        "spec.evaluation.metrics",
+        {"evaluation": {"metrics": ["accuracy"]}},
+    ),
+    _case(
+        "evaluation-perplexity-of-classification",
+        "spec.evaluation.metrics",
+        {
+            "model": _BERT,
+            "task": {"type": "sequence-classification", "labels": ["a", "b"]},
+            "evaluation": {"metrics": ["perplexity"]},
+        },
+    ),  # fmt: skip
+    _case("evaluation-unknown-metric", "spec.evaluation.metrics.0", {"evaluation": {"metrics": ["bleu"]}}),
+    _case("evaluation-max-samples-zero", "spec.evaluation.maxSamples", {"evaluation": {"maxSamples": 0}}),
     # distributed
     _case(
         "zero-stage-4",
