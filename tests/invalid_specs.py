@@ -285,7 +285,7 @@ INVALID_SPECS: list[InvalidSpec] = [
             "dataset": {"validationSplit": 0.1},
             "evaluation": {"enabled": True},
         },
-    ),  # fmt: skip
+    ),
     _case(
         "evaluation-accuracy-of-causal-lm",
         "spec.evaluation.metrics",
@@ -299,7 +299,7 @@ INVALID_SPECS: list[InvalidSpec] = [
             "task": {"type": "sequence-classification", "labels": ["a", "b"]},
             "evaluation": {"metrics": ["perplexity"]},
         },
-    ),  # fmt: skip
+    ),
     _case("evaluation-unknown-metric", "spec.evaluation.metrics.0", {"evaluation": {"metrics": ["bleu"]}}),
     _case("evaluation-max-samples-zero", "spec.evaluation.maxSamples", {"evaluation": {"maxSamples": 0}}),
     # distributed

@@ -39,6 +39,7 @@ from typing import IO, Any
 import pydantic
 import yaml
 from finetune_operator import api
+from finetune_operator.api.evaluation import before_after_table
 from finetune_operator.api.trainer import (
     CONFIG_FILE_NAME,
     ENV_TERMINATION_MESSAGE_PATH,
@@ -377,7 +378,8 @@ def _manifest_digest(run: LocalRun) -> str | None:
 
 
 def describe(run: LocalRun) -> list[str]:
-    """The end summary of a successful run, plain text: steps, time, losses, throughput, result and digest."""
+    """The end summary of a successful run, plain text: steps, time, losses, throughput, before → after evaluation
+    scores (`spec.evaluation`), result and digest."""
     metrics = run.summary.metrics if run.summary is not None else {}
     step, loss, eval_loss = metrics.get("step"), metrics.get("loss"), metrics.get("eval_loss")
     facts: list[str | None] = [(f"{step:.0f} steps " if step is not None else "") + f"in {run.seconds:.1f} s"]
@@ -387,7 +389,9 @@ def describe(run: LocalRun) -> list[str]:
         )
     facts.append(f"eval loss {eval_loss:.4f}" if eval_loss is not None else None)
     facts.append(f"{run.tokens_per_second:,.0f} tokens/s" if run.tokens_per_second is not None else None)
-    lines = [f"trained {run.name}: " + ", ".join(f for f in facts if f), f"{run.artifact}: {run.output_dir}"]
+    lines = [f"trained {run.name}: " + ", ".join(f for f in facts if f)]
+    lines += before_after_table(metrics)
+    lines.append(f"{run.artifact}: {run.output_dir}")
     digest = _manifest_digest(run)
     if digest is not None:
         lines.append(f"digest: sha256:{digest} (manifest.json, which lists every file's digest)")

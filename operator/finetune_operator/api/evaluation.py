@@ -60,7 +60,13 @@ def result_key(phase: Literal["before", "after"], metric: str) -> str:
     return f"eval_{phase}_{metric}"
 
 
-def before_after(metrics: dict[str, float | None]) -> list[tuple[str, float | None, float | None]]:
-    """(metric, before, after) for every metric evaluated in a run's `metrics`, in `EvalMetric` order."""
+def before_after_table(metrics: dict[str, float | None]) -> list[str]:
+    """The before → after lines `finetune run` prints, one per metric evaluated in a run's `metrics` ([] if none)."""
     names = [m for m in get_args(EvalMetric) if result_key("before", m) in metrics]
-    return [(m, metrics[result_key("before", m)], metrics.get(result_key("after", m))) for m in names]
+    cells = [[metrics.get(result_key(p, m)) for p in ("before", "after")] for m in names]
+    shown = [" → ".join("-" if v is None else f"{v:.4f}" for v in pair) for pair in cells]
+    return (
+        ["evaluation  before → after"] + [f"  {m:<10}  {s}" for m, s in zip(names, shown, strict=True)]
+        if names
+        else []
+    )
