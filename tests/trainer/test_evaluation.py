@@ -29,8 +29,9 @@ def _scores(run: Run) -> dict[str, float]:
 
 
 def test_causal_lm_loss_and_perplexity_fall(train: Callable[..., Run]) -> None:
-    run = train({"model": {"preset": "tiny-llama"}, "dataset": HELD_OUT, "evaluation": {"enabled": True}},
-                INSTRUCTIONS * 2)  # fmt: skip
+    spec = {"model": {"preset": "tiny-llama"}, "method": {"type": "full"}, "training": {"learningRate": 0.005},
+            "dataset": HELD_OUT, "evaluation": {"enabled": True}}  # fmt: skip
+    run = train(spec, INSTRUCTIONS * 2)
 
     scores = _scores(run)
     assert set(scores) == {
@@ -43,7 +44,7 @@ def test_causal_lm_loss_and_perplexity_fall(train: Callable[..., Run]) -> None:
     for phase in ("before", "after"):
         assert scores[f"eval_{phase}_perplexity"] == pytest.approx(math.exp(scores[f"eval_{phase}_loss"]))
     assert [e["rows"] for e in run.events if e["event"] == "evaluation"] == [4, 4]
-    # The tiny llama starts near ln(vocabulary) and memorises the 8 answers in 20 steps: a drop of at least 2 nats.
+    # The base scores about 6.2 nats; 20 full fine-tuning steps memorise the 8 answers (about 1.5): at least 2 less.
     assert scores["eval_after_loss"] < scores["eval_before_loss"] - 2.0
 
 
