@@ -12,7 +12,7 @@ from finetune_operator.api.trainer import TerminationMessage
 from finetune_trainer import local
 
 from tests.trainer.test_tasks import REVIEWS
-from tests.trainer.trainerkit import INSTRUCTIONS, Run
+from tests.trainer.trainerkit import INSTRUCTIONS, Run, launch, make_config
 
 HELD_OUT = {"validationSplit": 0.25}
 """16 rows of a fixed mapping repeated twice: 4 held out, each a copy of a trained row, so the model can learn them."""
@@ -90,3 +90,18 @@ def test_finetune_run_prints_before_and_after(tmp_path: Path) -> None:
     assert "evaluation  before → after" in lines
     assert "  loss        5.5000 → 0.2500" in lines
     assert "  perplexity  244.6900 → 1.2800" in lines
+
+
+def test_two_ranks_score_the_base_as_one_does(train: Callable[..., Run], tmp_path: Path) -> None:
+    """5 held-out rows over 2 ranks in batches of 2: rank 0 scores 3 rows in 2 batches, rank 1 2 rows and one
+    padding batch of weight 0. The summed counts must give the 1-rank scores (the base model is the same)."""
+    spec = {"model": {"preset": "tiny-llama"}, "dataset": {"validationSplit": 0.3},
+            "training": {"maxSteps": 1, "perDeviceBatchSize": 2}, "evaluation": {"enabled": True}}  # fmt: skip
+    one = train(spec, INSTRUCTIONS * 2)
+    two = launch(make_config(tmp_path / "two", spec, INSTRUCTIONS * 2), nproc=2)
+
+    assert two.rc == 0, two.summary
+    assert two.event("start")["world_size"] == 2
+    before = {k: v for k, v in _scores(one).items() if k.startswith("eval_before_")}
+    assert [e["rows"] for e in two.events if e["event"] == "evaluation"] == [5, 5]
+    assert {k: two.summary["metrics"][k] for k in before} == pytest.approx(before, rel=1e-6)
