@@ -92,16 +92,21 @@ def test_finetune_run_prints_before_and_after(tmp_path: Path) -> None:
     assert "  perplexity  244.6900 → 1.2800" in lines
 
 
-def test_two_ranks_score_the_base_as_one_does(train: Callable[..., Run], tmp_path: Path) -> None:
+@pytest.mark.parametrize("deepspeed", [None, {"zeroStage": 3}], ids=["ddp", "zero3"])
+def test_two_ranks_score_the_base_as_one_does(
+    train: Callable[..., Run], tmp_path: Path, deepspeed: dict[str, int] | None
+) -> None:
     """5 held-out rows over 2 ranks in batches of 2: rank 0 scores 3 rows in 2 batches, rank 1 2 rows and one
-    padding batch of weight 0. The summed counts must give the 1-rank scores (the base model is the same)."""
+    padding batch of weight 0 (ZeRO-3 needs every rank in every forward). The summed counts must give the 1-rank
+    scores (the base model is the same)."""
     spec = {"model": {"preset": "tiny-llama"}, "dataset": {"validationSplit": 0.3},
             "training": {"maxSteps": 1, "perDeviceBatchSize": 2}, "evaluation": {"enabled": True}}  # fmt: skip
     one = train(spec, INSTRUCTIONS * 2)
-    two = launch(make_config(tmp_path / "two", spec, INSTRUCTIONS * 2), nproc=2)
+    two_spec = {**spec, "distributed": {"deepspeed": deepspeed}} if deepspeed else spec
+    two = launch(make_config(tmp_path / "two", two_spec, INSTRUCTIONS * 2), nproc=2)
 
     assert two.rc == 0, two.summary
     assert two.event("start")["world_size"] == 2
     before = {k: v for k, v in _scores(one).items() if k.startswith("eval_before_")}
     assert [e["rows"] for e in two.events if e["event"] == "evaluation"] == [5, 5]
-    assert {k: two.summary["metrics"][k] for k in before} == pytest.approx(before, rel=1e-6)
+    assert {k: two.summary["metrics"][k] for k in before} == pytest.approx(before, rel=1e-5)

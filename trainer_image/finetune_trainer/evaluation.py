@@ -8,7 +8,8 @@ reports what a 1-rank run does. Every rank runs the same number of forward passe
 row with weight 0), as DeepSpeed ZeRO-3 needs: each forward gathers the sharded weights collectively.
 
 causal-lm: loss (mean over the trained tokens) and perplexity = exp(loss). sequence-classification: accuracy and
-loss. Macro-F1 and the other tasks' metrics are not computed yet (scikit-learn is not a dependency of the image).
+loss. The other tasks get their loss only (the periodic `training.evalSteps` loss uses `score` too); macro-F1 and
+their own metrics are not computed yet (scikit-learn is not a dependency of the image).
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from finetune_trainer.data import DataError
 from finetune_trainer.sft import Features
 
 
-def _counts(outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float, float]:
-    """(summed loss, items the loss averages over, items classified right) of one batch."""
-    labels = batch["labels"]
-    if labels.dim() == 1:  # sequence classification: one label per row
+def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float, float]:
+    """(summed loss, items the loss averages over, items classified right) of one batch of `task`."""
+    if task == "sequence-classification":  # one label per row
+        labels = batch["labels"]
         right = float((outputs.logits.argmax(dim=-1) == labels).sum())
         return float(outputs.loss) * len(labels), float(len(labels)), right
-    tokens = float((labels[..., 1:] != tasks.IGNORE).sum())  # causal-lm: the loss shifts labels by one
+    if task == "question-answering":  # the loss averages the span's start and end over the rows
+        rows = float(len(batch["input_ids"]))
+        return float(outputs.loss) * rows, rows, 0.0
+    scored = batch["labels"][..., 1:] if task == "causal-lm" else batch["labels"]  # causal-lm shifts by one
+    tokens = float((scored != tasks.IGNORE).sum())
     return (float(outputs.loss) * tokens if tokens else 0.0), tokens, 0.0
 
 
@@ -41,13 +46,14 @@ def _metrics(loss_sum: float, items: float, right: float) -> dict[str, float]:
 
 
 def score(
+    task: str,
     forward: Callable[[dict[str, torch.Tensor]], Any],
     rows: list[Features],
     world: distributed.World,
     batch_size: int,
     collate: Callable[[list[Features]], dict[str, torch.Tensor]],
 ) -> dict[str, float]:
-    """Every metric of `_metrics` on `rows`, from the outputs of `forward` on the batches `collate` makes (on the
+    """Every metric of `_metrics` on `rows` of `task`, from the outputs of `forward` on the batches `collate` makes (on the
     model's device), summed over all ranks. A collective: every rank must call it."""
     shard = rows[world.rank :: world.size]
     batches = math.ceil(math.ceil(len(rows) / world.size) / batch_size)
@@ -56,7 +62,7 @@ def score(
         for index in range(batches):
             part = shard[index * batch_size : (index + 1) * batch_size]
             batch = collate(part or rows[:1])
-            counts = _counts(forward(batch), batch)
+            counts = _counts(task, forward(batch), batch)
             if part:
                 totals = [t + c for t, c in zip(totals, counts, strict=True)]
     loss_sum, items, right = distributed.sum_over_ranks(totals)

@@ -237,21 +237,17 @@ class FineTuneRecipe:
         self.reporter.eval(step, self.eval_loss)
 
     def evaluate(self) -> float:
-        """Mean loss over this rank's share of the held-out rows, averaged over ranks."""
-        with torch.no_grad():
-            return self._evaluate()
+        """Loss over all the held-out rows (every rank scores its share; see `evaluation.score`)."""
+        return self._held_out_scores(self.eval_set)["loss"]
 
-    def _evaluate(self) -> float:
+    def _held_out_scores(self, rows: list[tasks.Features]) -> dict[str, float]:
         self.engine.module.eval()
-        shard = self.eval_set[self.world.rank :: self.world.size] or self.eval_set[:1]
-        size = self.spec.training.per_device_batch_size
-        losses = [
-            float(self.engine.loss(_to_device(tasks.collate(shard[i : i + size], self.tokenizer.pad_token_id),
-                                              self.placement.device)))
-            for i in range(0, len(shard), size)
-        ]  # fmt: skip
+        scores = evaluation.score(
+            self.spec.task.type, self.engine.outputs, rows, self.world, self.spec.training.per_device_batch_size,
+            lambda part: _to_device(tasks.collate(part, self.tokenizer.pad_token_id), self.placement.device),
+        )  # fmt: skip
         self.engine.module.train()
-        return distributed.mean_over_ranks(sum(losses) / len(losses))
+        return scores
 
     def _score(self, phase: Literal["before", "after"]) -> dict[str, float]:
         """`spec.evaluation`: the model's scores on the held-out rows, named for `phase` ({} when it is off)."""
@@ -259,13 +255,9 @@ class FineTuneRecipe:
         if not wanted.enabled:
             return {}
         rows = self.eval_set[: wanted.max_samples]
-        self.engine.module.eval()
-        scores = evaluation.score(
-            self.engine.outputs, rows, self.world, self.spec.training.per_device_batch_size,
-            lambda part: _to_device(tasks.collate(part, self.tokenizer.pad_token_id), self.placement.device),
-        )  # fmt: skip
-        self.engine.module.train()
-        reported = evaluation.report(phase, scores, wanted.metrics_for(self.spec.task.type))
+        reported = evaluation.report(
+            phase, self._held_out_scores(rows), wanted.metrics_for(self.spec.task.type)
+        )
         self.reporter.event("evaluation", phase=phase, rows=len(rows), **reported)
         return reported
 
