@@ -300,7 +300,7 @@ INVALID_SPECS: list[InvalidSpec] = [
             "evaluation": {"metrics": ["perplexity"]},
         },
     ),
-    _case("evaluation-unknown-metric", "spec.evaluation.metrics.0", {"evaluation": {"metrics": ["bleu"]}}),
+    _case("evaluation-unknown-metric", "spec.evaluation.metrics", {"evaluation": {"metrics": ["bleu"]}}),
     _case("evaluation-max-samples-zero", "spec.evaluation.maxSamples", {"evaluation": {"maxSamples": 0}}),
     # distributed
     _case(
