@@ -1,7 +1,7 @@
 """The `finetune` command: validate manifests offline, regenerate the CRD, run a job locally.
 
-`validate` applies exactly the rules of the CRD and the admission webhook (both derive from `api/`), and the
-GPU-fit verdict (`api/fit.py`) the operator applies. Everything
+`validate` applies the admission webhook's rules (`admission.review`: the CRD's rules and the GPU-fit verdict, both
+from `api/`, and the resolved addresses of http(s) hosts); only the Secret lookups need a cluster. Everything
 printed that comes from a file, a path or a schema goes through `rich.markup.escape`, so `[a-z0-9]` stays as it is.
 """
 
@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from finetune_operator import api, apidocs, crd
+from finetune_operator.admission import Resolve, Review, resolve_host, review
 from finetune_operator.api import fit
 from finetune_operator.api.data import DatasetSpec, TaskSpec
 from finetune_operator.api.training import TrainingSpec
@@ -61,29 +61,28 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def validate_file(path: Path, gpu_fit: bool = True) -> list[str]:
-    """Error lines for every FineTuneJob in `path`, each naming the file, the document and the field.
+def validate_file(path: Path, gpu_fit: bool = True, resolve: Resolve | None = resolve_host) -> Review:
+    """The admission verdict on every FineTuneJob in `path`, each line naming the file, the document and the field.
 
-    With `gpu_fit`, a job whose GPU-fit estimate exceeds the memory of the GPUs it asks for is an error too.
+    Offline, Secrets are not looked up; http(s) hosts are resolved with `resolve` (None skips that check).
     """
     try:
         docs = load_documents(path)
     except (OSError, yaml.YAMLError, ValueError) as exc:
-        return [f"{path}: {exc}"]
-    errors: list[str] = []
+        return Review([f"{path}: {exc}"])
     jobs = [(i, d) for i, d in enumerate(docs) if d.get("kind") == api.KIND]
     if not jobs:
-        return [f"{path}: no FineTuneJob found (kind: {api.KIND}, apiVersion: {api.GROUP}/{api.VERSION})"]
+        return Review(
+            [f"{path}: no FineTuneJob found (kind: {api.KIND}, apiVersion: {api.GROUP}/{api.VERSION})"]
+        )
+    found = Review()
     for index, doc in jobs:
         where = f"{path}" + (f"[{index + 1}]" if len(docs) > 1 else "")
-        try:
-            spec = api.parse(doc).spec
-        except ValidationError as exc:
-            errors += [f"{where}: {line}" for line in api.describe(exc)]
-            continue
-        if gpu_fit and (problem := fit.problem(spec)) is not None:
-            errors.append(f"{where}: {problem}")
-    return errors
+        namespace = doc.get("metadata", {}).get("namespace") or "default"
+        verdict = review(doc, namespace, secret_keys=None, resolve=resolve, gpu_fit=gpu_fit)
+        found.problems.extend(f"{where}: {line}" for line in verdict.problems)
+        found.warnings.extend(f"{where}: {line}" for line in verdict.warnings)
+    return found
 
 
 def fit_notes(path: Path) -> list[str]:
@@ -128,14 +127,17 @@ def validate(
         raise typer.Exit(code=2)
     failed = False
     for path in files:
-        problems = validate_file(path)
-        failed |= bool(problems)
-        for line in problems:
+        verdict = validate_file(path)
+        failed |= bool(verdict.problems)
+        for line in verdict.problems:
             fail(line)
-        if not problems:
-            ok(str(path))
-            for line in fit_notes(path):
-                console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+        if verdict.problems:
+            continue
+        ok(str(path))
+        for line in verdict.warnings:
+            note(line)
+        for line in fit_notes(path):
+            console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     if data is not None:
         failed |= _validate_data(data, files, model) if not failed else True
     raise typer.Exit(code=1 if failed else 0)
@@ -199,7 +201,7 @@ def run(
     ] = None,
 ) -> None:  # fmt: skip
     # It trains on this machine, not on the GPUs the spec asks for: no GPU-fit verdict.
-    problems = validate_file(file, gpu_fit=False)
+    problems = validate_file(file, gpu_fit=False).problems
     for line in problems:
         fail(line)
     if problems:

@@ -86,6 +86,16 @@ class Settings(BaseModel):
     metrics_port: int = Field(
         default=8000, ge=0, le=65535, description="The operator's Prometheus port; 0 disables."
     )
+    webhook_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="HTTPS port of the validating admission webhook (served by the leader); 0 disables it.",
+    )
+    webhook_cert_dir: str = Field(
+        default="/etc/finetune-operator/webhook",
+        description="Folder with the webhook's tls.crt and tls.key (a kubernetes.io/tls Secret), re-read on change.",
+    )
     watch_timeout_seconds: int = Field(
         default=300,
         ge=10,

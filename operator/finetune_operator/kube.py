@@ -3,7 +3,8 @@
 Writes are few and explicit: server-side apply of the ConfigMap, Service and PVC (field manager
 `finetune-operator`), a create of the Job (never re-applied: after creation Kueue owns `suspend` for queued jobs),
 merge patches of the Job's `suspend`, a Job delete to restart with new resources, merge patches of the
-FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease.
+FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease. The admission
+webhook reads the key names of the Secrets a job names.
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ class Kube:
         except ApiException as exc:
             if not _namespace_terminating(exc):
                 raise
+
+    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """The data keys of a Secret (values are never kept), or None when it does not exist (admission)."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {*(secret.data or {}), *(secret.string_data or {})}
 
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the batch Job; False when it already exists (a restart or a stale cache: nothing duplicated)."""

@@ -2,13 +2,16 @@
 
 Startup order: settings from the environment, API client, the probes (`health.py`: /healthz, /readyz) and the
 operator's /metrics server, then leader election (a coordination.k8s.io Lease: stand-by replicas wait, alive but not
-ready), then Kopf with the handlers of `handlers/`, JSON logs and explicit watch timeouts. Losing the Lease stops
+ready), then Kopf with the handlers of `handlers/`, JSON logs, explicit watch timeouts and, with a webhook port, the
+admission webhook's HTTPS server (only the leader serves it: stand-bys are not Ready, so their Service sends them
+nothing). Losing the Lease stops
 Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -16,6 +19,7 @@ from prometheus_client import start_http_server
 
 from finetune_operator import handlers, kube
 from finetune_operator.config import Settings
+from finetune_operator.handlers import admission
 from finetune_operator.health import Health, serve
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.reconciler import Reconciler
@@ -36,6 +40,12 @@ def configure_kopf(settings: Settings) -> Any:
         settings.watching.connect_timeout = 30
         settings.posting.enabled = False  # the operator posts its own Events, one per phase change
         settings.execution.max_workers = MAX_WORKERS
+        if configured.webhook_port:
+            certs = Path(configured.webhook_cert_dir)
+            settings.admission.server = kopf.WebhookServer(
+                addr="0.0.0.0", port=configured.webhook_port,
+                certfile=certs / "tls.crt", pkeyfile=certs / "tls.key",
+            )  # fmt: skip
 
     configured = settings
     return startup
@@ -45,7 +55,10 @@ def run(settings: Settings, metrics: OperatorMetrics, health: Health) -> None:
     """Run Kopf until SIGTERM or SIGINT."""
     health.leading.set()
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, Reconciler(kube.Kube(), settings, metrics), health.beat)
+    client = kube.Kube()
+    handlers.register(registry, Reconciler(client, settings, metrics), health.beat)
+    if settings.webhook_port:
+        admission.register(registry, client)
     kopf.on.startup(registry=registry)(configure_kopf(settings))
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN)
     kopf.run(

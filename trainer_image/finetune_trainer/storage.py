@@ -10,7 +10,6 @@ loads it. Failures raise `StorageError` naming the URI or folder and the cause.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import socket
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from finetune_operator.api.data import DatasetSpec
 from finetune_operator.api.model import ModelSpec
 from finetune_operator.api.presets import PRESETS
 from finetune_operator.api.trainer import TrainerPaths
-from finetune_operator.api.uris import scheme_of
+from finetune_operator.api.uris import resolved_problem, scheme_of
 
 DOWNLOAD_TIMEOUT_S = 60.0
 """Per-connection timeout for http(s) datasets: a stalled server fails the run instead of hanging it."""
@@ -122,10 +121,8 @@ def _check_public(url: str) -> None:
         infos = socket.getaddrinfo(host, None)
     except OSError as exc:
         raise StorageError(f"cannot reach {url}: {host!r} does not resolve ({exc.strerror or exc})") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise StorageError(f"refusing {url}: {host!r} resolves to the non-public address {address}")
+    if (problem := resolved_problem(url, (str(info[4][0]) for info in infos))) is not None:
+        raise StorageError(f"refusing {url}: {problem}")
 
 
 def _download(url: str, paths: TrainerPaths) -> Path:

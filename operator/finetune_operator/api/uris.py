@@ -2,14 +2,15 @@
 
 Each field accepts a fixed set of schemes. http(s) URLs are checked against server-side request forgery: a URL
 whose host is a loopback, link-local, private, reserved or cloud-metadata address is refused, whatever notation
-the address is written in (dotted, decimal, hex, IPv6). Names are not resolved here (this runs offline); the
-trainer re-checks the resolved address before it connects.
+the address is written in (dotted, decimal, hex, IPv6). Names are not resolved here (this runs offline): the
+admission webhook and the trainer check the addresses a name resolves to with `resolved_problem`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -119,3 +120,16 @@ def _as_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         value = value * 256 + n
     value = value * 256 ** (5 - len(numbers)) + numbers[-1]
     return ipaddress.IPv4Address(value % 2**32)
+
+
+def resolved_problem(url: str, addresses: Iterable[str]) -> str | None:
+    """Why `url` is refused, given the addresses its host resolves to; None when every one is public."""
+    host = urlsplit(url).hostname or ""
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) is not an address
+        if not address.is_global:
+            return (
+                f"URL host {host!r} resolves to the non-public address {address}; "
+                "only public http(s) URLs are allowed"
+            )
+    return None
