@@ -3,8 +3,9 @@
 Schemas: the `kubernetes-validate` wheel ships the Kubernetes JSON schemas per minor version, with `$ref`s to a
 remote `/api/_definitions.json` (and remote `$id`s); `kube_schemas()` copies the pinned minor's strict set under
 `.cache/` with those refs pointing at the local `_definitions.json`, and adds our CRD's schema under the name kubeconform looks up.
-The Prometheus Operator's kinds (ServiceMonitor, PodMonitor, PrometheusRule) are checked against its own CRDs, from
-its Go module at PROMETHEUS_OPERATOR_VERSION (`go mod download`, cached by Go).
+The Prometheus Operator's kinds (ServiceMonitor, PodMonitor, PrometheusRule) and cert-manager's (Certificate, Issuer)
+are checked against their own CRDs, from their Go modules at PROMETHEUS_OPERATOR_VERSION and CERT_MANAGER_VERSION
+(`go mod download`, cached by Go).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ CACHE = ROOT / ".cache" / "tools"
 REMOTE_DEFINITIONS = '"/api/_definitions.json#'
 MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 """The Prometheus Operator CRDs the chart's optional objects use."""
+CERT_MANAGER_CRDS = ("certificates", "issuers")
+"""cert-manager's, for the webhook certificate (webhook.certManager)."""
 
 
 def versions() -> dict[str, str]:
@@ -109,20 +112,32 @@ def kube_schemas() -> Path:
     return target
 
 
+def _module_dir(module: str, version_key: str) -> Path:
+    """The folder of a Go module at the version pinned as `version_key` (`go mod download`, cached by Go)."""
+    found = subprocess.run(["go", "mod", "download", "-json", f"{module}@{versions()[version_key]}"], check=True,
+                           capture_output=True, text=True, timeout=600).stdout  # fmt: skip
+    return Path(json.loads(found)["Dir"])
+
+
 @functools.cache
 def prometheus_operator_crds() -> list[Path]:
     """The Prometheus Operator's CRD files for MONITORING_CRDS, from its Go module (downloaded once)."""
-    module = f"github.com/prometheus-operator/prometheus-operator@{versions()['PROMETHEUS_OPERATOR_VERSION']}"
-    found = subprocess.run(["go", "mod", "download", "-json", module], check=True, capture_output=True, text=True,
-                           timeout=600).stdout  # fmt: skip
-    folder = Path(json.loads(found)["Dir"]) / "example" / "prometheus-operator-crd"
-    return [folder / f"monitoring.coreos.com_{name}.yaml" for name in MONITORING_CRDS]
+    folder = _module_dir("github.com/prometheus-operator/prometheus-operator", "PROMETHEUS_OPERATOR_VERSION")
+    return [folder / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{name}.yaml"
+            for name in MONITORING_CRDS]  # fmt: skip
+
+
+@functools.cache
+def cert_manager_crds() -> list[Path]:
+    """cert-manager's Certificate and Issuer CRDs (the webhook's certificate), from its Go module."""
+    folder = _module_dir("github.com/cert-manager/cert-manager", "CERT_MANAGER_VERSION") / "deploy" / "crds"
+    return [folder / f"cert-manager.io_{name}.yaml" for name in CERT_MANAGER_CRDS]
 
 
 def _write_crd_schemas(target: Path) -> None:
-    """Our CRDs' and the Prometheus Operator's schemas as `<kind>-<group's first label>-<version>.json`
+    """Our CRDs', the Prometheus Operator's and cert-manager's schemas as `<kind>-<group's first label>-<version>.json`
     (kubeconform's KindSuffix)."""
-    for path in [*sorted((ROOT / "crds").glob("*.yaml")), *prometheus_operator_crds()]:
+    for path in [*sorted((ROOT / "crds").glob("*.yaml")), *prometheus_operator_crds(), *cert_manager_crds()]:
         crd = yaml.safe_load(path.read_text(encoding="utf-8"))
         kind, group = crd["spec"]["names"]["kind"].lower(), crd["spec"]["group"].split(".")[0]
         for version in crd["spec"]["versions"]:

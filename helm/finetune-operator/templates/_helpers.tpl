@@ -52,3 +52,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "finetune-operator.leaseName" -}}
 {{- .Values.leaderElection.leaseName | default (include "finetune-operator.fullname" .) -}}
 {{- end -}}
+
+{{- define "finetune-operator.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "finetune-operator.fullname" .) -}}
+{{- end -}}
