@@ -90,15 +90,17 @@ class Release:
 class ChartOperator(OperatorProcess):
     """`finetune operator` as the chart's ServiceAccount, watching the chart's namespaces with its Lease."""
 
-    def __init__(self, release: Release, folder: Path) -> None:
-        super().__init__(log_dir=folder)  # a log of its own: the RBAC test reads all of it
+    def __init__(self, release: Release, folder: Path, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            log_dir=folder, extra_env=extra_env
+        )  # a log of its own: the RBAC test reads all of it
         self.release, self.kubeconfig = release, release.kubeconfig(folder / "kubeconfig")
 
     def env(self) -> dict[str, str]:
         chart = self.release.env()
         ours = {name: chart[name] for name in ("FINETUNE_NAMESPACES", "FINETUNE_LEASE_NAME")}
         ours["FINETUNE_LEASE_NAMESPACE"] = self.release.namespace
-        return {**super().env(), **ours, "KUBECONFIG": str(self.kubeconfig)}
+        return {**super().env(), **ours, "KUBECONFIG": str(self.kubeconfig), **self.extra_env}
 
 
 @contextlib.contextmanager
@@ -113,9 +115,11 @@ def installed(kube: Kube, *sets: str) -> Iterator[Release]:
 
 
 @contextlib.contextmanager
-def running(release: Release, folder: Path) -> Iterator[ChartOperator]:
+def running(
+    release: Release, folder: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[ChartOperator]:
     """The operator as `release`'s ServiceAccount, once the release's bindings are in force."""
-    process = ChartOperator(release, folder)
+    process = ChartOperator(release, folder, extra_env)
     wait_until("the chart's RBAC to reach the API server's authorizer", release.rbac_in_force, timeout=30)
     process.start()
     try:

@@ -34,8 +34,10 @@ def free_port() -> int:
 class OperatorProcess:
     """Start, kill and restart `finetune operator`."""
 
-    def __init__(self, log_dir: Path = ROOT / ".cache" / "integration") -> None:
-        self.log_dir = log_dir
+    def __init__(
+        self, log_dir: Path = ROOT / ".cache" / "integration", extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.log_dir, self.extra_env = log_dir, extra_env or {}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -54,6 +56,7 @@ class OperatorProcess:
             "FINETUNE_METRICS_PORT": str(self.metrics_port),
             "FINETUNE_LEASE_NAMESPACE": "default",
             "FINETUNE_LEASE_NAME": f"finetune-operator-it-{os.getpid()}",
+            **self.extra_env,
         }
 
     def settings(self) -> Settings:
