@@ -196,11 +196,15 @@ def test_a_host_that_resolves_to_a_private_address_is_refused(webhook: Webhook, 
     )
 
 
+def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+    kubectl = ROOT / ".cache" / "cluster" / "bin" / "kubectl"
+    return subprocess.run([str(kubectl), *args], capture_output=True, text=True,
+                          env={**os.environ, "KUBECONFIG": str(KUBECONFIG)})  # fmt: skip
+
+
 def test_kubectl_dry_run_shows_the_verdict_and_warnings(
     webhook: Webhook, namespace: str, tmp_path: Path
 ) -> None:
-    kubectl = ROOT / ".cache" / "cluster" / "bin" / "kubectl"
-    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
     good = tmp_path / "good.yaml"
     good.write_text(
         yaml.safe_dump(
@@ -209,17 +213,24 @@ def test_kubectl_dry_run_shows_the_verdict_and_warnings(
             )
         )
     )
-    done = subprocess.run([str(kubectl), "apply", "--dry-run=server", "-n", namespace, "-f", str(good)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    done = _kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(good))
     assert done.returncode == 0, done.stderr
     assert "Warning: spec.dataset.uri: 'no-such-host.invalid' does not resolve here" in done.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         yaml.safe_dump(merge(minimal_job("refused"), {"spec": {"dataset": {"secretRef": {"name": "nope"}}}}))
     )
-    done = subprocess.run([str(kubectl), "apply", "--dry-run=server", "-n", namespace, "-f", str(bad)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    done = _kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(bad))
     assert done.returncode == 1 and "Secret 'nope' not found" in done.stderr, done.stderr
+
+
+def test_kubectl_explain_documents_the_fields(crds: list[str]) -> None:
+    done = _kubectl("explain", "finetunejob.spec.model.accessSecretRef")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "Secret with credentials to fetch the model" in done.stdout
+        and "name\t<string> -required-" in done.stdout
+    )
 
 
 def test_while_the_operator_is_down(webhook: Webhook, namespace: str) -> None:
