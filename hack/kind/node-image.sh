@@ -12,7 +12,8 @@
 #      applies at cluster creation — pod networking (finetune-cni, in place of kindnetd, whose module is not
 #      served) and the default StorageClass.
 # Prints the image name (last line of stdout). An existing image with the same tag is kept (REBUILD=1 rebuilds);
-# the tag changes whenever the versions or anything under hack/kind/ changes. Cold: ~10 minutes; warm: seconds.
+# the tag changes whenever a version the node is built from (NODE_PINS) or anything under hack/kind/ changes, not when an
+# unrelated pin in hack/versions.env does. Cold: ~10 minutes; warm: seconds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=hack/versions.env
@@ -21,7 +22,10 @@ here="$ROOT/hack/kind"
 docker=/usr/bin/docker
 log() { echo "[kind/node-image] $*" >&2; }
 
-hash="$(cat "$ROOT/hack/versions.env" "$here"/node-image.sh "$here"/node/* "$here"/toolbox/* | sha256sum | cut -c1-12)"
+NODE_PINS=(KUBERNETES_VERSION ETCD_VERSION KIND_VERSION COREDNS_VERSION PAUSE_VERSION LOCAL_PATH_PROVISIONER_VERSION
+           CRI_TOOLS_VERSION KIND_DEBIAN_SUITE)
+hash="$({ for pin in "${NODE_PINS[@]}"; do echo "$pin=${!pin}"; done
+          cat "$here"/node-image.sh "$here"/node/* "$here"/toolbox/*; } | sha256sum | cut -c1-12)"
 image="finetune.local/kind-node:$KUBERNETES_VERSION-$hash"
 toolbox="finetune.local/kind-toolbox:$hash"
 local_path="finetune.local/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
