@@ -3,7 +3,8 @@
 Startup order: settings from the environment, API client, the probes (`health.py`: /healthz, /readyz) and the
 operator's /metrics server, then leader election (a coordination.k8s.io Lease: stand-by replicas wait, alive but not
 ready), then Kopf with the handlers of `handlers/`, JSON logs and explicit watch timeouts. Losing the Lease stops
-Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by.
+Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by. Whether Karpenter runs (its NodeClaims are
+served) is asked once, when the replica starts leading: installing Karpenter later takes a restart of the operator.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from finetune_operator import handlers, kube
+from finetune_operator import handlers, karpenter, kube
 from finetune_operator.config import Settings
 from finetune_operator.health import Health, serve
 from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.provisioning import Provisioning
 from finetune_operator.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,12 @@ def run(settings: Settings, metrics: OperatorMetrics, health: Health) -> None:
     """Run Kopf until SIGTERM or SIGINT."""
     health.leading.set()
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, Reconciler(kube.Kube(), settings, metrics), health.beat)
+    client = kube.Kube()
+    provisioning = None
+    if client.serves(karpenter.GROUP, karpenter.VERSION, karpenter.PLURAL):
+        logger.info("Karpenter's NodeClaims are served: jobs waiting for nodes get a Provisioning condition")
+        provisioning = Provisioning(client, settings.progress_interval_seconds)
+    handlers.register(registry, Reconciler(client, settings, metrics, provisioning), health.beat)
     kopf.on.startup(registry=registry)(configure_kopf(settings))
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN)
     kopf.run(
