@@ -7,12 +7,12 @@
 #   kubelet, kubeadm, kube-proxy                                      <- k8s.io/kubernetes@$KUBERNETES_VERSION
 #   coredns, local-path-provisioner, crictl, kind                     <- their Go modules (hack/versions.env)
 #   pause                                                             <- build/pause/linux/pause.c (gcc -static)
-# With --karpenter, also what tests/integration/karpenter.py runs (hack/versions.env: KARPENTER_*):
+# With --karpenter, also what tests/integration/karpenter_process.py runs (hack/versions.env: KARPENTER_*):
 #   karpenter-kwok       <- sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION (the controller with its KWOK cloud provider),
 #                           built with Go $KARPENTER_GOTOOLCHAIN, which its go.mod requires (GOTOOLCHAIN fetches it)
 #   karpenter-crds.yaml  <- the module's pkg/apis/crds/ and kwok/apis/crds/ (NodePool, NodeClaim, KWOKNodeClass, ...)
-#   Measured on the shared 2-core VM: cold (empty Go build cache, toolchain and modules downloaded) see
-#   CONTRIBUTING.md#karpenter; from the shared cache (a fresh clone) under a second.
+#   Measured on the shared 2-core VM: cold (empty Go build cache) ~6 min, from the shared cache under a second
+#   (CONTRIBUTING.md#karpenter).
 # All from source through the Go module proxy (the only binary source this project may use).
 # etcd comes from its Go module rather than Debian's `etcd-server` (3.4.23, older than the 3.5 line
 # Kubernetes 1.33 is tested against) or PyPI (no etcd server there); ETCD_VERSION is the one
