@@ -140,9 +140,13 @@ class Provisioning:
     failures: tuple[str, ...] = ()
 
     @property
+    def live(self) -> list[Claim]:
+        """The NodeClaims on their way (not failed, not being deleted)."""
+        return [c for c in self.claims if not c.failed and c.stage != "Terminating"]
+
+    @property
     def in_flight(self) -> bool:
-        """Some NodeClaim for the pods is on its way (not failed, not being deleted)."""
-        return any(not c.failed and c.stage != "Terminating" for c in self.claims)
+        return bool(self.live)
 
     @property
     def failure(self) -> str:
@@ -151,8 +155,7 @@ class Provisioning:
 
     def condition(self) -> tuple[bool, str, str]:
         """(status, reason, message) of the `Provisioning` condition."""
-        if self.in_flight:
-            live = [c for c in self.claims if not c.failed and c.stage != "Terminating"]
+        if live := self.live:
             earliest = min(live, key=lambda c: _ORDER.index(c.stage))
             return True, earliest.stage, "; ".join(c.describe() for c in self.claims)
         if self.failure:
