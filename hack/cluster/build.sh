@@ -7,6 +7,12 @@
 #   kubelet, kubeadm, kube-proxy                                      <- k8s.io/kubernetes@$KUBERNETES_VERSION
 #   coredns, local-path-provisioner, crictl, kind                     <- their Go modules (hack/versions.env)
 #   pause                                                             <- build/pause/linux/pause.c (gcc -static)
+# With --karpenter, also what tests/integration/karpenter_process.py runs (hack/versions.env: KARPENTER_*):
+#   karpenter-kwok       <- sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION (the controller with its KWOK cloud provider),
+#                           built with Go $KARPENTER_GOTOOLCHAIN, which its go.mod requires (GOTOOLCHAIN fetches it)
+#   karpenter-crds.yaml  <- the module's pkg/apis/crds/ and kwok/apis/crds/ (NodePool, NodeClaim, KWOKNodeClass, ...)
+#   Measured on the shared 2-core VM: cold (empty Go build cache) ~6 min, from the shared cache under a second
+#   (CONTRIBUTING.md#karpenter).
 # All from source through the Go module proxy (the only binary source this project may use).
 # etcd comes from its Go module rather than Debian's `etcd-server` (3.4.23, older than the 3.5 line
 # Kubernetes 1.33 is tested against) or PyPI (no etcd server there); ETCD_VERSION is the one
@@ -85,6 +91,20 @@ build_kwok() {
   done
 }
 
+build_karpenter() {
+  local out="$1" pkg="sigs.k8s.io/karpenter" dir
+  local -x GOTOOLCHAIN="$KARPENTER_GOTOOLCHAIN"  # this build only; the others stay on the local Go
+  log "karpenter: go install $pkg/kwok@$KARPENTER_VERSION (Go $GOTOOLCHAIN)"
+  GOBIN="$out/.gobin" "${NICE[@]}" go install -trimpath \
+    -ldflags "-s -w -X $pkg/pkg/operator.Version=$KARPENTER_VERSION" "$pkg/kwok@$KARPENTER_VERSION"
+  mv "$out/.gobin/kwok" "$out/karpenter-kwok" && rmdir "$out/.gobin"  # `kwok` would shadow KWOK's own binary
+  dir="$(go mod download -json "$pkg@$KARPENTER_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  local crd
+  for crd in "$dir"/pkg/apis/crds/*.yaml "$dir"/kwok/apis/crds/*.yaml; do echo "---"; cat "$crd"; done \
+    >"$out/karpenter-crds.yaml"
+  chmod 755 "$out/karpenter-crds.yaml"  # hack/cache.sh caches files it finds executable
+}
+
 build_control_plane() { build_kubernetes "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl; }
 build_node() { build_kubernetes "$1" kubelet kubeadm kube-proxy; }
 
@@ -110,7 +130,16 @@ build_pause() {
 fetch_or_build "etcd-$ETCD_VERSION" build_etcd etcd
 fetch_or_build "kwok-$KWOK_VERSION" build_kwok kwok kwokctl
 fetch_or_build "kubernetes-$KUBERNETES_VERSION" build_control_plane kube-apiserver kube-controller-manager kube-scheduler kubectl
-if [[ "${1:-}" == --kind ]]; then
+for arg in "$@"; do
+  case "$arg" in
+    --kind | --karpenter) ;;
+    *) log "unknown argument $arg (expected --kind and/or --karpenter)"; exit 2 ;;
+  esac
+done
+if [[ " $* " == *" --karpenter "* ]]; then
+  fetch_or_build "karpenter-$KARPENTER_VERSION" build_karpenter karpenter-kwok karpenter-crds.yaml
+fi
+if [[ " $* " == *" --kind "* ]]; then
   fetch_or_build "kubernetes-node-$KUBERNETES_VERSION" build_node kubelet kubeadm kube-proxy
   fetch_or_build "coredns-$COREDNS_VERSION" build_coredns coredns
   fetch_or_build "local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION" build_local_path local-path-provisioner

@@ -3,8 +3,9 @@
 Writes are few and explicit: server-side apply of the ConfigMap, Service and PVC (field manager
 `finetune-operator`), a create of the Job (never re-applied: after creation Kueue owns `suspend` for queued jobs),
 merge patches of the Job's `suspend`, a Job delete to restart with new resources, merge patches of the
-FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease. The admission
-webhook reads the key names of the Secrets a job names.
+FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease. Reads: whether an
+API is served (discovery), Karpenter's Events on pods while they wait for nodes (`provisioning.py`), and the key
+names of the Secrets a job names (the admission webhook).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
+from finetune_operator import karpenter
 from finetune_operator.api import GROUP, KIND, PLURAL, VERSION
 from finetune_operator.builders.meta import MANAGED_BY
 
@@ -138,6 +140,32 @@ class Kube:
             self.core.create_namespaced_event(meta["namespace"], event)
         except ApiException as exc:
             logger.warning("could not record event %s on %s: %s", reason, meta["name"], exc.reason)
+
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server serves `plural` in `group/version` (e.g. a CRD that is installed)."""
+        try:
+            found = self.custom.get_api_resources(group, version, _request_timeout=REQUEST_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(resource.name == plural for resource in found.resources)
+
+    def karpenter_events(self, namespace: str) -> list[karpenter.PodEvent]:
+        """The Events Karpenter recorded on pods of `namespace` (Nominated, FailedScheduling…)."""
+        found = self.core.list_namespaced_event(
+            namespace, field_selector=f"source={karpenter.EVENT_SOURCE},involvedObject.kind=Pod",
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )  # fmt: skip
+        return [_pod_event(event) for event in found.items]
+
+
+def _pod_event(event: client.CoreV1Event) -> karpenter.PodEvent:
+    moment = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+    return karpenter.PodEvent(
+        pod=event.involved_object.name, reason=event.reason or "", message=event.message or "",
+        time=moment.astimezone(UTC).isoformat() if moment is not None else "",
+    )  # fmt: skip
 
 
 def run_as_leader(name: str, namespace: str, lead: Callable[[], None]) -> bool:

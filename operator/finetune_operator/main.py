@@ -4,8 +4,9 @@ Startup order: settings from the environment, API client, the probes (`health.py
 operator's /metrics server, then leader election (a coordination.k8s.io Lease: stand-by replicas wait, alive but not
 ready), then Kopf with the handlers of `handlers/`, JSON logs, explicit watch timeouts and, with a webhook port, the
 admission webhook's HTTPS server (only the leader serves it: stand-bys are not Ready, so their Service sends them
-nothing). Losing the Lease stops
-Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by.
+nothing). Losing the Lease stops Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by. Whether
+Karpenter runs (its NodeClaims are served) is asked once, when the replica starts leading: installing Karpenter later
+takes a restart of the operator.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from finetune_operator import handlers, kube
+from finetune_operator import handlers, karpenter, kube
 from finetune_operator.config import Settings
 from finetune_operator.handlers import admission
 from finetune_operator.health import Health, serve
 from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.provisioning import Provisioning
 from finetune_operator.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,11 @@ def run(settings: Settings, metrics: OperatorMetrics, health: Health) -> None:
     health.leading.set()
     registry = kopf.OperatorRegistry()
     client = kube.Kube()
-    handlers.register(registry, Reconciler(client, settings, metrics), health.beat)
+    provisioning = None
+    if client.serves(karpenter.GROUP, karpenter.VERSION, karpenter.PLURAL):
+        logger.info("Karpenter's NodeClaims are served: jobs waiting for nodes get a Provisioning condition")
+        provisioning = Provisioning(client, settings.progress_interval_seconds)
+    handlers.register(registry, Reconciler(client, settings, metrics, provisioning), health.beat)
     if settings.webhook_port:
         admission.register(registry, client)
     kopf.on.startup(registry=registry)(configure_kopf(settings))

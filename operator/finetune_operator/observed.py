@@ -132,6 +132,20 @@ def pod_facts(pods: list[dict[str, Any]]) -> PodFacts:
     return PodFacts(**facts)
 
 
+def _unschedulable(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions)
+
+
+def waiting_pods(pods: list[dict[str, Any]]) -> list[str]:
+    """Names of the pods the scheduler could not place (nodes may be on their way for them)."""
+    return [
+        str(pod["metadata"]["name"])
+        for pod in pods
+        if _unschedulable(pod) and not pod["metadata"].get("deletionTimestamp")
+    ]
+
+
 def _pick(obj: dict[str, Any], *path: str) -> Any:
     for key in path:
         obj = obj.get(key) or {}

@@ -3,7 +3,8 @@
 Twice per `interval` it scrapes rank 0's metrics endpoint of each Running job whose last progress write is at least
 `interval` old (all concurrently, each with a short timeout) and writes `status.progress` when the numbers changed,
 so at most once per interval per job; and it
-re-reconciles Pending jobs with unschedulable pods, whose status depends on time (the stall timeout), and
+re-reconciles Pending jobs with unschedulable pods, whose status depends on time (the stall timeout) and, where
+Karpenter runs, on what it does for them (`provisioning.py` reads its Events first), and
 jobs whose last reconcile raised (Kopf does not redeliver watch events). One task for
 all jobs instead of a Kopf timer per job: no finalizers, and the number of concurrent scrapes stays bounded.
 """
@@ -85,6 +86,8 @@ def _reconcile_logged(
     reconciler: Reconciler, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]
 ) -> None:
     try:
+        if reconciler.provisioning is not None:
+            reconciler.provisioning.refresh(body, pods)
         reconciler.reconcile(body, job, pods)
     except Exception:
         logger.exception(

@@ -27,6 +27,7 @@ from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
 from finetune_operator.kube import Kube
 from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.provisioning import Provisioning
 from finetune_operator.status import TERMINAL, Observation, derive, transition_event
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,16 @@ class Parsed:
 class Reconciler:
     """Holds the clients, the settings and what was last written per job (the watch may lag behind it)."""
 
-    def __init__(self, kube: Kube, settings: Settings, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        metrics: OperatorMetrics,
+        provisioning: Provisioning | None = None,
+    ) -> None:
         self.kube, self.settings, self.metrics = kube, settings, metrics
+        self.provisioning = provisioning
+        """Karpenter's work for waiting pods; None where the cluster has no Karpenter."""
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._written: dict[str, dict[str, Any]] = {}
         self._owners: dict[str, tuple[str | None, Parsed]] = {}
@@ -82,6 +91,8 @@ class Reconciler:
         self._owners.pop(uid, None)
         self._locks.pop(uid, None)
         self.failed.discard(uid)
+        if self.provisioning is not None:
+            self.provisioning.forget(uid)
 
     def reconcile(self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
         """Converge one FineTuneJob; serialised per job."""
@@ -117,6 +128,7 @@ class Reconciler:
             workload=self._workload(owner) if owner else {}, now=datetime.now(UTC),
             stall_after_seconds=self.settings.stall_after_seconds, invalid_spec=invalid, invalid_reason=reason,
             estimate=parsed.estimate, previous=previous,
+            provisioning=self.provisioning.facts(meta["uid"], pods) if self.provisioning else None,
         )  # fmt: skip
         self.write_status(body, derive(obs))
 

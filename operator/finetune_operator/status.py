@@ -3,7 +3,8 @@
 `derive` is the one state machine: the phase, the conditions (Ready/Reconciling/Stalled with kstatus meaning, so
 Flux and Argo CD read them, plus Admitted, Training, Complete, Failed and Suspended), the result, the times and
 the workload names. `transition_event` says which Event to post when the phase changed. Conditions keep their
-`lastTransitionTime` while their status stays the same.
+`lastTransitionTime` while their status stays the same. Where Karpenter runs, a `Provisioning` condition says what it
+does for the pods that wait for nodes (`karpenter.py`); a job whose node is on its way is not Stalled.
 
 | phase      | when                                                                          |
 |------------|-------------------------------------------------------------------------------|
@@ -23,6 +24,7 @@ from typing import Any
 
 from finetune_operator.api.status import Phase
 from finetune_operator.api.trainer import ExitCode, TerminationMessage
+from finetune_operator.karpenter import Provisioning
 from finetune_operator.observed import JobFacts, PodFacts
 
 TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
@@ -47,6 +49,8 @@ class Observation:
     """The Failed reason for `invalid_spec`: InvalidSpec, or DoesNotFit when the GPU-fit estimate exceeds the GPUs."""
     estimate: dict[str, Any] | None = None
     """`status.estimate`: the GPU-fit estimate of the spec, when there is one."""
+    provisioning: Provisioning | None = None
+    """What Karpenter does for the waiting pods; None where it does not run (no `Provisioning` condition)."""
     previous: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,13 +104,21 @@ def _state(obs: Observation) -> State:
     if pods.stuck_reason:
         return State("Pending", pods.stuck_reason, pods.stuck_message, stalled=True)
     if pods.unschedulable_since is not None:
-        waited = (obs.now - pods.unschedulable_since).total_seconds()
-        return State(
-            "Pending", "Unschedulable", pods.unschedulable_message, stalled=waited >= obs.stall_after_seconds
-        )
+        return _unschedulable(obs, pods.unschedulable_since, pods.unschedulable_message)
     if job.suspended:  # being suspended or resumed; the next observation settles it
         return State("Pending", "Resuming", "waiting for the Job to resume")
     return State("Pending", "Starting", "waiting for the training pods to start")
+
+
+def _unschedulable(obs: Observation, since: datetime, message: str) -> State:
+    """Pods wait for a node: one is being provisioned for them, or they stall after the timeout."""
+    nodes = obs.provisioning
+    if nodes is not None and nodes.in_flight:
+        return State("Pending", "Provisioning", nodes.condition()[2])
+    if nodes is not None and nodes.failure:
+        message = f"{message}; Karpenter: {nodes.failure}"
+    waited = (obs.now - since).total_seconds()
+    return State("Pending", "Unschedulable", message, stalled=waited >= obs.stall_after_seconds)
 
 
 def _conditions(state: State, obs: Observation) -> list[tuple[str, bool, str, str]]:
@@ -114,7 +126,7 @@ def _conditions(state: State, obs: Observation) -> list[tuple[str, bool, str, st
     stalled = state.stalled or phase == "Failed"
     in_progress = phase in ("Pending", "Queued", "Running") and not stalled
     admitted = obs.job.exists and phase not in ("Queued",) and obs.invalid_spec is None
-    return [
+    conditions = [
         ("Ready", phase == "Succeeded", reason, message),
         ("Reconciling", in_progress, reason, message),
         ("Stalled", stalled, reason if stalled else "NotStalled", message if stalled else ""),
@@ -124,6 +136,13 @@ def _conditions(state: State, obs: Observation) -> list[tuple[str, bool, str, st
         ("Failed", phase == "Failed", reason, message),
         ("Suspended", phase == "Suspended", reason, message),
     ]
+    if obs.provisioning is not None:
+        conditions.append(("Provisioning", *obs.provisioning.condition()))
+    return conditions
+
+
+_ALWAYS_SAY = ("Ready", "Reconciling", "Provisioning")
+"""Conditions whose message stays when they are False (why not ready, why no node comes)."""
 
 
 def _merge_conditions(state: State, obs: Observation) -> list[dict[str, Any]]:
@@ -132,9 +151,7 @@ def _merge_conditions(state: State, obs: Observation) -> list[dict[str, Any]]:
     merged = []
     for kind, true, reason, message in _conditions(state, obs):
         status = "True" if true else "False"
-        message = (
-            message if true or kind in ("Ready", "Reconciling") else ""
-        )  # the others say why only when true
+        message = message if true or kind in _ALWAYS_SAY else ""  # the others say why only when true
         old = previous.get(kind, {})
         moved = old.get("status") != status
         merged.append({

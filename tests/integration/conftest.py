@@ -7,11 +7,7 @@ The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` an
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +31,9 @@ from tests.integration.helpers import (  # noqa: E402
     ROOT,
     VERSION,
     Kube,
+    apply_crds,
     fresh_namespace,
+    run_live,
     wait_until,
 )
 
@@ -57,12 +55,7 @@ def _cluster_answers() -> bool:
 
 
 def _run_script(config: pytest.Config, name: str, timeout: float) -> None:
-    """Runs a hack/cluster script with its output shown live (a cold build takes many minutes)."""
-    script = ROOT / "hack" / "cluster" / name
-    capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n[integration] running {script.relative_to(ROOT)}", file=sys.stderr, flush=True)
-        subprocess.run([str(script)], cwd=ROOT, check=True, timeout=timeout)
+    run_live(config, [str(ROOT / "hack" / "cluster" / name)], timeout)
 
 
 @pytest.fixture(scope="session")
@@ -93,48 +86,13 @@ def _crd_documents() -> list[dict[str, Any]]:
     return docs
 
 
-def _status_message(err: ApiException) -> str:
-    try:
-        return str(json.loads(err.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"({err.status}) {err.body}"
-
-
-def _crd_established(kube: Kube, name: str) -> bool:
-    crd = kube.ext.read_custom_resource_definition(name)
-    conditions = (crd.status and crd.status.conditions) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> list[str]:
     """Installs (or updates) every CRD in crds/ and waits until each is Established; returns their names."""
     docs = _crd_documents()
     if not docs:
         pytest.fail(f"no CustomResourceDefinition found in {CRD_DIR}")
-    names = []
-    for doc in docs:
-        name = doc["metadata"]["name"]
-        rejected = None
-        try:
-            try:
-                kube.ext.create_custom_resource_definition(doc)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                current = kube.ext.read_custom_resource_definition(name)
-                doc = {
-                    **doc,
-                    "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
-                }
-                kube.ext.replace_custom_resource_definition(name, doc)
-        except ApiException as e:
-            rejected = e
-        if rejected is not None:
-            pytest.fail(f"the API server rejected CRD {name}: {_status_message(rejected)}", pytrace=False)
-        names.append(name)
-    for name in names:
-        wait_until(f"CRD {name} Established", functools.partial(_crd_established, kube, name))
+    names = apply_crds(kube, docs)
     # Established means the API is served; the discovery/REST mapping can still lag a moment.
     wait_until(
         f"{PLURAL}.{GROUP} to be served",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -80,6 +84,55 @@ def fresh_namespace(kube: Kube, test_name: str, prefix: str, suite: str) -> Iter
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+def run_live(config: pytest.Config, argv: list[str], timeout: float) -> None:
+    """Runs a hack/ script with its output shown live (a cold build takes many minutes)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n[integration] running {' '.join(argv)}", file=sys.stderr, flush=True)
+        subprocess.run(argv, cwd=ROOT, check=True, timeout=timeout)
+
+
+def _status_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"({err.status}) {err.body}"
+
+
+def _crd_established(kube: Kube, name: str) -> bool:
+    crd = kube.ext.read_custom_resource_definition(name)
+    conditions = (crd.status and crd.status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def apply_crds(kube: Kube, docs: list[dict[str, Any]]) -> list[str]:
+    """Creates (or replaces) the CustomResourceDefinitions `docs` and waits until each is Established."""
+    names = []
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        rejected = None
+        try:
+            try:
+                kube.ext.create_custom_resource_definition(doc)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                current = kube.ext.read_custom_resource_definition(name)
+                doc = {
+                    **doc,
+                    "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
+                }
+                kube.ext.replace_custom_resource_definition(name, doc)
+        except ApiException as e:
+            rejected = e
+        if rejected is not None:
+            pytest.fail(f"the API server rejected CRD {name}: {_status_message(rejected)}", pytrace=False)
+        names.append(name)
+    for name in names:
+        wait_until(f"CRD {name} Established", functools.partial(_crd_established, kube, name))
+    return names
 
 
 @dataclass

@@ -89,6 +89,7 @@ def test_job_runs_to_success_with_result_and_events(world: World) -> None:
     }  # fmt: skip
     assert condition(status, "Ready")["status"] == "True"
     assert condition(status, "Complete")["status"] == "True"
+    assert condition(status, "Provisioning") == {}, "no Karpenter here: no Provisioning condition"
     assert status["startTime"] <= status["completionTime"]
     assert status["workload"] == {"jobName": "ok-train", "configMapName": "ok-config", "pvcName": "ok-output"}
     assert status["observedGeneration"] == created["metadata"]["generation"]

@@ -210,3 +210,13 @@ def test_only_annotations_with_a_configured_prefix_reach_the_pods() -> None:
     assert workload.pod_annotations(body_owner, SETTINGS) == {}
     chosen = workload.pod_annotations(body_owner, Settings(propagate_annotation_prefixes=("team.io/",)))
     assert chosen == {"team.io/x": "1"}
+
+
+def test_karpenter_leaves_a_training_node_alone_unless_the_job_says_otherwise() -> None:
+    template = workload.job(owner(), SETTINGS)["spec"]["template"]["metadata"]
+    assert template["annotations"] == {workload.KARPENTER_DO_NOT_DISRUPT: "true"}
+    body_owner = owner()
+    body_owner.job.metadata.annotations[workload.KARPENTER_DO_NOT_DISRUPT] = "false"
+    propagated = Settings(propagate_annotation_prefixes=("karpenter.sh/",))
+    template = workload.job(body_owner, propagated)["spec"]["template"]["metadata"]
+    assert template["annotations"] == {workload.KARPENTER_DO_NOT_DISRUPT: "false"}

@@ -172,7 +172,7 @@ def test_watch_namespaces_bind_per_namespace() -> None:
     bindings = [o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     cluster_bindings = [o["roleRef"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"]
-    assert cluster_bindings == ["ft-finetune-operator-discovery"], "only reads of CRDs and namespaces"
+    assert cluster_bindings == ["ft-finetune-operator-discovery"], "only cluster-wide reads"
     policies = [o["metadata"].get("namespace") for o in objects if o["kind"] == "NetworkPolicy"]
     assert sorted(policies) == ["finetune-system", "team-a", "team-b"]
     env = {e["name"]: e.get("value") for e in _operator_container(objects)["env"]}

@@ -20,8 +20,10 @@ CONDITION_TYPES = (
     "Complete",
     "Failed",
     "Suspended",
+    "Provisioning",
 )
-"""Ready/Reconciling/Stalled follow kstatus (read by Flux and Argo CD); the others are this kind's own."""
+"""Ready/Reconciling/Stalled follow kstatus (read by Flux and Argo CD); the others are this kind's own (Provisioning
+only where Karpenter runs)."""
 
 
 class Condition(ApiModel):

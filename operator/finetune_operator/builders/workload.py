@@ -8,6 +8,8 @@ Run policy: `backoffLimit` with a pod failure policy under which disruptions (pr
 DisruptionTarget condition) and the trainer's checkpointed stop on SIGTERM (exit 143) are not counted, and its exit
 code 2 (InvalidConfig) fails the job at once;
 `activeDeadlineSeconds`; `suspend`; `queueName` labels the Job for Kueue and creates it suspended (Kueue admits it).
+The pods carry `karpenter.sh/do-not-disrupt`: Karpenter does not consolidate, expire or replace a node while training
+runs on it (it may once the pods end).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from finetune_operator.api.trainer import (
 from finetune_operator.builders import pod, storage
 from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_KUEUE_QUEUE, Owner, labels, metadata
 from finetune_operator.config import Settings
+
+KARPENTER_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+"""Karpenter leaves a node alone while a pod with this annotation runs on it (ignored without Karpenter)."""
 
 
 def config_map(owner: Owner) -> dict[str, Any]:
@@ -90,9 +95,8 @@ def job(owner: Owner, settings: Settings) -> dict[str, Any]:
     """The batch Job running the trainer (Indexed for several nodes)."""
     spec, nodes = owner.job.spec, owner.job.spec.distributed.nodes
     policy = spec.run_policy
-    template_meta: dict[str, Any] = {"labels": labels(owner, "trainer")}
-    if annotations := pod_annotations(owner, settings):
-        template_meta["annotations"] = annotations
+    annotations = {KARPENTER_DO_NOT_DISRUPT: "true", **pod_annotations(owner, settings)}
+    template_meta: dict[str, Any] = {"labels": labels(owner, "trainer"), "annotations": annotations}
     pod_spec = pod.pod_spec(owner, settings, _rendezvous_env(owner))
     job_spec: dict[str, Any] = {
         "completions": nodes,

@@ -4,6 +4,8 @@
   what the operator reads (`observed.slim_*`): thousands of pods stay cheap.
 - A watch event of a FineTuneJob, of a Job or of a pod the operator created reconciles that FineTuneJob.
 - At startup the poller starts (`poller.py`): progress of running jobs and time-based changes (Stalled).
+- Where Karpenter runs (`reconciler.provisioning` is set), an index keeps its NodeClaims, for the `Provisioning`
+  condition of jobs whose pods wait for nodes (the poller re-reconciles those).
 
 No handler here needs a finalizer (no timers or daemons): deleting a FineTuneJob never waits for the operator, and
 its children go with it through their owner references.
@@ -17,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from finetune_operator import observed, poller
+from finetune_operator import karpenter, observed, poller
 from finetune_operator.api import GROUP, PLURAL, VERSION
 from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
 from finetune_operator.reconciler import Reconciler
@@ -68,6 +70,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Call
     ) -> dict[Key, dict[str, Any]]:
         return {_key(namespace, labels[LABEL_JOB_NAME]): observed.slim_pod(dict(body))}
 
+    if reconciler.provisioning is not None:
+
+        @kopf.index(karpenter.GROUP, karpenter.VERSION, karpenter.PLURAL, id="nodeclaims", registry=registry)
+        def nodeclaims(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+            return {name: karpenter.slim_nodeclaim(dict(body))}
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def finetunejob_changed(
         type: str, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
@@ -92,6 +100,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Call
 
     @kopf.on.startup(registry=registry)
     async def start_poller(**kwargs: Any) -> None:
+        if reconciler.provisioning is not None:
+            reconciler.provisioning.watch(kwargs["nodeclaims"])
         indexes = poller.Indexes(kwargs["finetunejobs"], kwargs["trainer_jobs"], kwargs["trainer_pods"])
         tasks.add(
             asyncio.create_task(poller.run(reconciler, indexes, settings.progress_interval_seconds, beat))
