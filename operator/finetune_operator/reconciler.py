@@ -1,8 +1,8 @@
 """Level-based reconcile of one FineTuneJob: desired objects from the builders, status from the observations.
 
-Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job or its pods, and by the poller
-for time-based changes. It reads nothing from the API server: the observed Job and pods come from Kopf's
-in-memory indexes. It writes only what differs: the children when the Job is missing, the ConfigMap when the
+Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job, its pods or the Workload Kueue
+made for its Job, and by the poller for time-based changes. It reads nothing from the API server: the observed Job,
+pods and Workloads come from Kopf's in-memory indexes. It writes only what differs: the children when the Job is missing, the ConfigMap when the
 generation moved, the Job's suspension, and the status when it changed. So a restart at any moment (say between
 creating the Job and writing status) converges without duplicates: the Job is found in the index, or its create
 answers 409.
@@ -83,13 +83,19 @@ class Reconciler:
         self._locks.pop(uid, None)
         self.failed.discard(uid)
 
-    def reconcile(self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
-        """Converge one FineTuneJob; serialised per job."""
+    def reconcile(
+        self,
+        body: dict[str, Any],
+        job: dict[str, Any] | None,
+        pods: list[dict[str, Any]],
+        workloads: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Converge one FineTuneJob (`workloads`: Kueue's for its Job, when Kueue runs); serialised per job."""
         started = time.perf_counter()
         uid = body["metadata"]["uid"]
         with self._locks[uid]:
             try:
-                self._reconcile(body, job, pods)
+                self._reconcile(body, job, pods, workloads or [])
             except Exception:
                 self._retry(uid)
                 raise
@@ -99,7 +105,11 @@ class Reconciler:
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     def _reconcile(
-        self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]
+        self,
+        body: dict[str, Any],
+        job: dict[str, Any] | None,
+        pods: list[dict[str, Any]],
+        workloads: list[dict[str, Any]],
     ) -> None:
         meta, previous = body["metadata"], self.status_of(body)
         generation = int(meta.get("generation") or 1)
@@ -117,6 +127,7 @@ class Reconciler:
             workload=self._workload(owner) if owner else {}, now=datetime.now(UTC),
             stall_after_seconds=self.settings.stall_after_seconds, invalid_spec=invalid, invalid_reason=reason,
             estimate=parsed.estimate, previous=previous,
+            admission=observed.admission_facts(workloads, (job or {}).get("metadata", {}).get("uid")),
         )  # fmt: skip
         self.write_status(body, derive(obs))
 

@@ -8,17 +8,14 @@ The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` an
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -35,11 +32,15 @@ from tests.integration.helpers import (  # noqa: E402
     ROOT,
     VERSION,
     Kube,
+    crd_documents,
     fresh_namespace,
+    install_crds,
     wait_until,
 )
+from tests.integration.kueue import KueueProcess  # noqa: E402
 
 UP_TIMEOUT_S = 45 * 60  # a cold build of Kubernetes on 2 cores; warm starts take seconds
+KUEUE_BUILD_TIMEOUT_S = 30 * 60  # a cold build of Kueue on 2 cores: 12 min; from the cache: a second
 
 
 def _cluster_answers() -> bool:
@@ -56,13 +57,23 @@ def _cluster_answers() -> bool:
     return True
 
 
-def _run_script(config: pytest.Config, name: str, timeout: float) -> None:
-    """Runs a hack/cluster script with its output shown live (a cold build takes many minutes)."""
+def _run_script(
+    config: pytest.Config, name: str, timeout: float, *args: str, stdout: int | None = None
+) -> str:
+    """Runs a hack/cluster script with its log shown live (a cold build takes many minutes); returns its stdout when
+    `stdout` is subprocess.PIPE."""
     script = ROOT / "hack" / "cluster" / name
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n[integration] running {script.relative_to(ROOT)}", file=sys.stderr, flush=True)
-        subprocess.run([str(script)], cwd=ROOT, check=True, timeout=timeout)
+        print(
+            f"\n[integration] running {script.relative_to(ROOT)} {' '.join(args)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        done = subprocess.run(
+            [str(script), *args], cwd=ROOT, check=True, timeout=timeout, stdout=stdout, text=True
+        )
+    return done.stdout or ""
 
 
 @pytest.fixture(scope="session")
@@ -85,56 +96,13 @@ def kube(pytestconfig: pytest.Config) -> Iterator[Kube]:
             _run_script(pytestconfig, "down.sh", 120)
 
 
-def _crd_documents() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        with path.open() as f:
-            docs += [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "CustomResourceDefinition"]
-    return docs
-
-
-def _status_message(err: ApiException) -> str:
-    try:
-        return str(json.loads(err.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"({err.status}) {err.body}"
-
-
-def _crd_established(kube: Kube, name: str) -> bool:
-    crd = kube.ext.read_custom_resource_definition(name)
-    conditions = (crd.status and crd.status.conditions) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> list[str]:
     """Installs (or updates) every CRD in crds/ and waits until each is Established; returns their names."""
-    docs = _crd_documents()
+    docs = crd_documents(CRD_DIR)
     if not docs:
         pytest.fail(f"no CustomResourceDefinition found in {CRD_DIR}")
-    names = []
-    for doc in docs:
-        name = doc["metadata"]["name"]
-        rejected = None
-        try:
-            try:
-                kube.ext.create_custom_resource_definition(doc)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                current = kube.ext.read_custom_resource_definition(name)
-                doc = {
-                    **doc,
-                    "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
-                }
-                kube.ext.replace_custom_resource_definition(name, doc)
-        except ApiException as e:
-            rejected = e
-        if rejected is not None:
-            pytest.fail(f"the API server rejected CRD {name}: {_status_message(rejected)}", pytrace=False)
-        names.append(name)
-    for name in names:
-        wait_until(f"CRD {name} Established", functools.partial(_crd_established, kube, name))
+    names = install_crds(kube, docs)
     # Established means the API is served; the discovery/REST mapping can still lag a moment.
     wait_until(
         f"{PLURAL}.{GROUP} to be served",
@@ -157,3 +125,25 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test (with its default ServiceAccount), deleted afterwards."""
     with fresh_namespace(kube, request.node.name, "it", "integration") as name:
         yield name
+
+
+@pytest.fixture(scope="session")
+def kueue(kube: Kube, pytestconfig: pytest.Config) -> Iterator[KueueProcess]:
+    """The pinned Kueue manager running against the cluster (tests/integration/kueue.py), stopped at session end.
+
+    Kueue and its CRDs come from its Go module: skipped when Go is not installed.
+    """
+    if shutil.which("go") is None:
+        pytest.skip(
+            "the Kueue tests build Kueue from its Go module (hack/cluster/build.sh --kueue): install Go"
+        )
+    bin_dir = _run_script(pytestconfig, "build.sh", KUEUE_BUILD_TIMEOUT_S, "--kueue", stdout=subprocess.PIPE)
+    process = KueueProcess(
+        kube, Path(bin_dir.splitlines()[-1]) / "kueue", ROOT / ".cache" / "integration" / "kueue"
+    )
+    process.install()
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import re
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 # Re-exported for the tests; the API package is their one source.
 from finetune_operator.api import GROUP as GROUP
@@ -80,6 +83,57 @@ def fresh_namespace(kube: Kube, test_name: str, prefix: str, suite: str) -> Iter
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+def crd_documents(directory: Path) -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions in the YAML files of `directory`."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        with path.open() as f:
+            docs += [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "CustomResourceDefinition"]
+    return docs
+
+
+def _status_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"({err.status}) {err.body}"
+
+
+def _crd_established(kube: Kube, name: str) -> bool:
+    crd = kube.ext.read_custom_resource_definition(name)
+    conditions = (crd.status and crd.status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def install_crds(kube: Kube, docs: list[dict[str, Any]]) -> list[str]:
+    """Creates (or replaces) each CustomResourceDefinition in `docs`, then waits until each is Established; returns
+    their names. A CRD the API server rejects fails the test with the server's message."""
+    names = []
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        rejected = None
+        try:
+            try:
+                kube.ext.create_custom_resource_definition(doc)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                current = kube.ext.read_custom_resource_definition(name)
+                doc = {
+                    **doc,
+                    "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
+                }
+                kube.ext.replace_custom_resource_definition(name, doc)
+        except ApiException as e:
+            rejected = e
+        if rejected is not None:
+            pytest.fail(f"the API server rejected CRD {name}: {_status_message(rejected)}", pytrace=False)
+        names.append(name)
+    for name in names:
+        wait_until(f"CRD {name} Established", functools.partial(_crd_established, kube, name))
+    return names
 
 
 @dataclass
