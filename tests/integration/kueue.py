@@ -7,10 +7,10 @@ manager runs against the integration cluster's kubeconfig with:
 
 - the batch/Job integration only, in namespaces labelled `finetune.io/kueue: "true"` (`managedJobsNamespaceSelector`;
   other tests' Jobs are left alone);
-- its internal certificate management, which writes the webhook server's certificate to a directory of its own, but
-  no webhook configurations: the API server never calls Kueue (our Jobs are created suspended already, and only
-  v1beta2, the stored version, is used, so no conversion is needed); the certificate rotator skips the missing
-  configurations;
+- its internal certificate management, which fills the Secret `kueue-webhook-server-cert`; the fixture then plays
+  the kubelet's Secret volume and writes the certificate into the webhook server's directory. No webhook
+  configurations are installed: the API server never calls Kueue (our Jobs are created suspended already, and only
+  v1beta2, the stored version, is used, so no conversion is needed); the certificate rotator skips them;
 - no leader election, no metrics server, no visibility API server (it needs an APIService and the aggregator).
 
 Ready means its /readyz answers 200 (its webhook server listens once the certificates are in place).
@@ -18,6 +18,7 @@ Ready means its /readyz answers 200 (its webhook server listens once the certifi
 
 from __future__ import annotations
 
+import base64
 import copy
 import signal
 import subprocess
@@ -105,12 +106,32 @@ class KueueProcess:
                 [str(self.binary), f"--config={config_path}", f"--kubeconfig={KUBECONFIG}"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
             )  # fmt: skip
+        self._mount_certificate(self.workdir / "certs")
         wait_until("Kueue's /readyz", self._ready, timeout=READY_TIMEOUT_S)
 
-    def _ready(self) -> bool:
+    def _mount_certificate(self, directory: Path) -> None:
+        """Writes the certificate Kueue put in its Secret where its webhook server reads it (as a Secret volume)."""
+
+        def filled() -> dict[str, str] | None:
+            self._alive()
+            data = self.kube.core.read_namespaced_secret(WEBHOOK_SECRET, NAMESPACE).data or {}
+            return data if {"tls.crt", "tls.key"} <= data.keys() else None
+
+        data = wait_until(
+            f"Kueue to fill the Secret {NAMESPACE}/{WEBHOOK_SECRET}", filled, timeout=READY_TIMEOUT_S
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("tls.key", "tls.crt"):  # the rotator waits for tls.crt: written last
+            (directory / f"{name}.tmp").write_bytes(base64.b64decode(data[name]))
+            (directory / f"{name}.tmp").replace(directory / name)
+
+    def _alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"Kueue exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def _ready(self) -> bool:
+        self._alive()
         try:
             return http_status(f"http://127.0.0.1:{self.health_port}/readyz") == 200
         except OSError:
