@@ -104,6 +104,12 @@ def test_two_8_gpu_jobs_take_turns_on_an_8_gpu_quota(world: World, queues: Queue
     assert MANAGED_BY not in suspend_owner(world.must_job("second")), "Kueue, not the operator, resumed it"
 
 
+def test_a_missing_local_queue_is_kueues_reason(world: World, queues: Queues) -> None:
+    gpu_job(world, "lost", queueName="no-such-queue")
+    queued_by_kueue(world, "lost", "Inadmissible", "LocalQueue no-such-queue doesn't exist")
+    assert world.must_job("lost")["spec"]["suspend"] is True
+
+
 def test_a_two_node_job_is_admitted_whole_or_not_at_all(world: World, queues: Queues) -> None:
     """16 GPUs of quota, 8 taken: the 2-node, 8-GPU-per-node job gets no pod at all (without Kueue its Indexed Job would start one
     pod on the free node and leave the other Pending), then both at once."""
