@@ -2,8 +2,8 @@
 
 Writes are few and explicit: server-side apply of the ConfigMap, Service and PVC (field manager
 `finetune-operator`), a create of the Job (never re-applied: after creation Kueue owns `suspend` for queued jobs),
-merge patches of the Job's `suspend`, a Job delete to restart with new resources, merge patches of the
-FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease.
+merge patches of the Job's `suspend` (never of a queued Job), a Job delete to restart with new resources or to
+hold a queued job, merge patches of the FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease.
 """
 
 from __future__ import annotations

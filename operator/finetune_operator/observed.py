@@ -60,8 +60,6 @@ class PodFacts:
 class AdmissionFacts:
     """What Kueue's Workload for the Job says about its admission (Kueue's batch/Job integration)."""
 
-    found: bool = False
-    """A Workload owned by the current Job exists (never without Kueue)."""
     admitted: bool = False
     evicted: bool = False
     """Kueue took the admission back (preemption, …): it suspends the Job and queues the Workload again."""
@@ -102,21 +100,22 @@ def workload_owner(workload: dict[str, Any]) -> dict[str, Any] | None:
 
 def admission_facts(workloads: list[dict[str, Any]], job_uid: str | None) -> AdmissionFacts:
     """Facts from the Workload Kueue made for the Job with `job_uid` (one made for a deleted Job is ignored)."""
-    workload = next((w for w in workloads if (workload_owner(w) or {}).get("uid") == job_uid), None)
-    if workload is None or job_uid is None:
+    workload = next(
+        (w for w in workloads if job_uid and (workload_owner(w) or {}).get("uid") == job_uid), None
+    )
+    if workload is None:
         return AdmissionFacts()
     conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
     evicted = conditions.get("Evicted") or {}
     if evicted.get("status") == "True":
-        return AdmissionFacts(True, evicted=True, reason=evicted.get("reason") or "Evicted",
-                              message=evicted.get("message", ""))  # fmt: skip
+        return AdmissionFacts(
+            evicted=True, reason=evicted.get("reason") or "Evicted", message=evicted.get("message", "")
+        )
     for kind in ("QuotaReserved", "Admitted"):
         condition = conditions.get(kind) or {}
         if condition.get("status") != "True":
-            return AdmissionFacts(
-                True, reason=condition.get("reason", ""), message=condition.get("message", "")
-            )
-    return AdmissionFacts(True, admitted=True)
+            return AdmissionFacts(reason=condition.get("reason", ""), message=condition.get("message", ""))
+    return AdmissionFacts(admitted=True)
 
 
 def termination_message(text: str | None) -> TerminationMessage | None:
@@ -205,12 +204,12 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def slim_job(job: dict[str, Any]) -> dict[str, Any]:
-    """What `job_facts` and the reconciler read of a Job: suspension, conditions and the placement it runs with."""
+    """What `job_facts` and the reconciler read of a Job: suspension, deletion, conditions and its placement."""
     template = _pick(job, "spec", "template", "spec") or {}
     containers = template.get("containers") or [{}]
     placement = {k: template.get(k) for k in ("nodeSelector", "tolerations", "affinity", "priorityClassName")}
     return {
-        "metadata": {k: (job.get("metadata") or {}).get(k) for k in ("name", "uid")},
+        "metadata": {k: (job.get("metadata") or {}).get(k) for k in ("name", "uid", "deletionTimestamp")},
         "spec": {
             "suspend": _pick(job, "spec", "suspend") or False,
             "template": {

@@ -2,8 +2,9 @@
 
 Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job, its pods or the Workload Kueue
 made for its Job, and by the poller for time-based changes. It reads nothing from the API server: the observed Job,
-pods and Workloads come from Kopf's in-memory indexes. It writes only what differs: the children when the Job is missing, the ConfigMap when the
-generation moved, the Job's suspension, and the status when it changed. So a restart at any moment (say between
+pods and Workloads come from Kopf's in-memory indexes. It writes only what differs: the children when the Job is
+missing, the ConfigMap when the generation moved, the Job's suspension (never of a queued Job: Kueue owns it; while
+runPolicy.suspend holds a queued job, its Job is deleted), and the status when it changed. So a restart at any moment (say between
 creating the Job and writing status) converges without duplicates: the Job is found in the index, or its create
 answers 409.
 """
@@ -155,10 +156,15 @@ class Reconciler:
     ) -> dict[str, Any] | None:
         """Create what is missing and apply what the spec changed; returns the Job as now known."""
         ns, job_name = owner.namespace, names.job(owner.name)
+        policy = owner.job.spec.run_policy
+        # Kueue resumes any suspended Job whose Workload it admits: a queued job that runPolicy.suspend holds has no Job.
+        held = policy.suspend and policy.queue_name is not None
         if job is None:
             *others, desired_job = workload.desired(owner, self.settings)
             for obj in others:
                 self.kube.apply(obj)
+            if held:
+                return None
             if self.kube.create_job(desired_job):
                 if created := (owner.job.metadata.model_extra or {}).get("creationTimestamp"):
                     self.metrics.create_to_workload.observe(_seconds_since(created))
@@ -166,10 +172,17 @@ class Reconciler:
             return desired_job
         if previous.get("observedGeneration") not in (None, generation):
             self.kube.apply(workload.config_map(owner))  # runPolicy or resources changed
-        policy, suspended = owner.job.spec.run_policy, bool(job["spec"].get("suspend"))
+        suspended, facts = bool(job["spec"].get("suspend")), observed.job_facts(job)
+        if policy.queue_name is not None:  # Kueue alone suspends and resumes a queued Job
+            if not held or facts.complete or facts.failed:
+                return job
+            if not job["metadata"].get("deletionTimestamp"):
+                logger.info("runPolicy.suspend of queued %s/%s: deleting its Job", ns, owner.name)
+                self.kube.delete_job(ns, job_name)  # pods get SIGTERM and checkpoint, as on a suspension
+            return None
         if policy.suspend and not suspended:
             self.kube.suspend_job(ns, job_name, True)
-        elif not policy.suspend and suspended and policy.queue_name is None:
+        elif not policy.suspend and suspended:
             if _placement(job) != _placement(workload.job(owner, self.settings)):
                 logger.info("resources of %s/%s changed while suspended: recreating its Job", ns, owner.name)
                 self.kube.delete_job(ns, job_name)  # the reconcile on its delete event creates it again

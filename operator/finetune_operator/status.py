@@ -10,7 +10,7 @@ the workload names. `transition_event` says which Event to post when the phase c
 | Pending    | objects being created, pods not running yet (Stalled when stuck)              |
 | Queued     | the Job waits for Kueue's admission, or was evicted by Kueue (`queueName`)    |
 | Running    | a training pod runs                                                           |
-| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept)                  |
+| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept; queued: no Job)  |
 | Succeeded  | the Job completed; `result` holds the trainer's output, digest, metrics       |
 | Failed     | the Job failed (the trainer's reason), or cannot run: InvalidSpec, DoesNotFit |
 """
@@ -98,6 +98,9 @@ def _state(obs: Observation) -> State:
     job, pods = obs.job, obs.pods
     if obs.invalid_spec is not None:
         return State("Failed", obs.invalid_reason, obs.invalid_spec)
+    if not job.exists and obs.user_suspended and obs.queued:
+        return State("Suspended", "Suspended", "runPolicy.suspend is true; checkpoints are kept (a queued job has no "
+                     "Job meanwhile: it queues again when resumed)")  # fmt: skip
     if not job.exists:
         return State("Pending", "Creating", "creating the training workload")
     if job.complete:

@@ -110,6 +110,28 @@ def test_a_missing_local_queue_is_kueues_reason(world: World, queues: Queues) ->
     assert world.must_job("lost")["spec"]["suspend"] is True
 
 
+def test_run_policy_suspend_holds_a_queued_job_by_having_no_job(world: World, queues: Queues) -> None:
+    """Kueue resumes any suspended Job whose Workload it admits, so suspending the Job cannot hold a queued job (the
+    operator and Kueue would flip `suspend` back and forth): while runPolicy.suspend is true it has no Job."""
+    queues.create(gpus=8)
+    gpu_job(world, "held", suspend=True)
+    status = world.wait_phase("held", "Suspended", timeout=KUEUE_WAIT_S)
+    assert condition(status, "Suspended")["status"] == "True"
+    assert world.job("held") is None and world.pods("held", include_finished=True) == []
+
+    world.patch("held", {"spec": {"runPolicy": {"suspend": False}}})
+    world.wait_phase("held", "Running", timeout=KUEUE_WAIT_S)
+    claim = _claim(world.pods("held")[0])
+    world.patch("held", {"spec": {"runPolicy": {"suspend": True}}})
+    world.wait_phase("held", "Suspended", timeout=KUEUE_WAIT_S)
+    world.wait("the Job of held to be gone", lambda: world.job("held") is None, timeout=KUEUE_WAIT_S)
+
+    world.patch("held", {"spec": {"runPolicy": {"suspend": False}}})
+    world.wait_phase("held", "Running", timeout=KUEUE_WAIT_S)
+    assert [_claim(p) for p in world.pods("held")] == [claim], "it resumes from the same checkpoints"
+    assert MANAGED_BY not in suspend_owner(world.must_job("held"))
+
+
 def test_a_two_node_job_is_admitted_whole_or_not_at_all(world: World, queues: Queues) -> None:
     """16 GPUs of quota, 8 taken: the 2-node, 8-GPU-per-node job gets no pod at all (without Kueue its Indexed Job would start one
     pod on the free node and leave the other Pending), then both at once."""

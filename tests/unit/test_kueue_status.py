@@ -59,14 +59,14 @@ READMITTED = workload(
     ("workloads", "facts"),
     [
         ([], AdmissionFacts()),
-        ([PENDING], AdmissionFacts(True, reason="Pending", message=QUOTA)),
-        ([ADMITTED], AdmissionFacts(True, admitted=True)),
-        ([EVICTED], AdmissionFacts(True, evicted=True, reason="Preempted", message=PREEMPTED)),
-        ([READMITTED], AdmissionFacts(True, admitted=True)),
-        ([workload(("QuotaReserved", "True", "QuotaReserved", ""))], AdmissionFacts(True)),
+        ([PENDING], AdmissionFacts(reason="Pending", message=QUOTA)),
+        ([ADMITTED], AdmissionFacts(admitted=True)),
+        ([EVICTED], AdmissionFacts(evicted=True, reason="Preempted", message=PREEMPTED)),
+        ([READMITTED], AdmissionFacts(admitted=True)),
+        ([workload(("QuotaReserved", "True", "QuotaReserved", ""))], AdmissionFacts()),
         (
             [workload(owner_uid="an-older-job"), PENDING],
-            AdmissionFacts(True, reason="Pending", message=QUOTA),
+            AdmissionFacts(reason="Pending", message=QUOTA),
         ),
         (
             [workload(("QuotaReserved", "False", "Pending", QUOTA), owner_uid="an-older-job")],
