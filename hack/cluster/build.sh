@@ -10,8 +10,8 @@
 # With --kueue, also the Kueue manager the integration tests run against the cluster (tests/integration/kueue.py):
 #   kueue                                                             <- sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION
 #   and .cache/cluster/kueue-crds -> that module's config/components/crd/bases (CRDs from the module, not copies)
-#   Measured on the shared 2-core VM: cold (empty Go build cache) 12 min, warm Go build cache 2 min,
-#   from the shared binary cache < 1 s.
+#   Measured on the shared 2-core VM: cold (empty Go build cache) 8 CPU-minutes (25 min wall at load ~15),
+#   warm Go build cache 12 s, from the shared binary cache < 1 s.
 # All from source through the Go module proxy (the only binary source this project may use).
 # etcd comes from its Go module rather than Debian's `etcd-server` (3.4.23, older than the 3.5 line
 # Kubernetes 1.33 is tested against) or PyPI (no etcd server there); ETCD_VERSION is the one
