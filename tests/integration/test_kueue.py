@@ -50,11 +50,11 @@ def queues(kube: Kube, namespace: str) -> Iterator[Queues]:
         queues.cleanup()
 
 
-def gpu_job(world: World, name: str, gpus: int = 8, nodes: int = 1, **policy: Any) -> None:
-    """A FineTuneJob asking for `gpus` per node on `nodes` nodes through the LocalQueue, running until ended."""
+def gpu_job(world: World, name: str, nodes: int = 1, **policy: Any) -> None:
+    """A FineTuneJob asking for a whole node (8 GPUs) on `nodes` nodes through the LocalQueue, running until ended."""
     world.output_volume(name, access_mode="ReadWriteMany" if nodes > 1 else "ReadWriteOnce")
     run_policy = {"queueName": Queues.LOCAL_QUEUE, **policy}
-    spec: dict[str, Any] = {"resources": {"gpu": {"count": gpus}}, "runPolicy": run_policy}
+    spec: dict[str, Any] = {"resources": {"gpu": {"count": 8}}, "runPolicy": run_policy}
     if nodes > 1:
         spec["distributed"] = {"nodes": nodes}
     world.create(finetunejob(name, annotations=RUN_LONG, **spec))
