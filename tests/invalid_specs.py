@@ -410,6 +410,11 @@ INVALID_SPECS: list[InvalidSpec] = [
     _case("backoff-negative", "spec.runPolicy.backoffLimit", {"runPolicy": {"backoffLimit": -1}}),
     _case("queue-name-invalid", "spec.runPolicy.queueName", {"runPolicy": {"queueName": "Team_A"}}),
     _case(
+        "priority-class-without-queue",
+        "spec.runPolicy.workloadPriorityClass",
+        {"runPolicy": {"workloadPriorityClass": "high"}},
+    ),
+    _case(
         "deadline-zero", "spec.runPolicy.activeDeadlineSeconds", {"runPolicy": {"activeDeadlineSeconds": 0}}
     ),
 ]

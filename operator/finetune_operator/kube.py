@@ -2,10 +2,10 @@
 
 Writes are few and explicit: server-side apply of the ConfigMap, Service and PVC (field manager
 `finetune-operator`), a create of the Job (never re-applied: after creation Kueue owns `suspend` for queued jobs),
-merge patches of the Job's `suspend`, a Job delete to restart with new resources, merge patches of the
-FineTuneJob's status subresource, and Events. Leader election holds a coordination.k8s.io Lease. Reads: whether an
-API is served (discovery), Karpenter's Events on pods while they wait for nodes (`provisioning.py`), and the key
-names of the Secrets a job names (the admission webhook).
+merge patches of the Job's `suspend` (never of a queued Job), a Job delete to restart with new resources or to
+hold a queued job, merge patches of the FineTuneJob's status subresource, and Events. Leader election holds a
+coordination.k8s.io Lease. Reads: whether an API is served (discovery), Karpenter's Events on pods while they wait for
+nodes (`provisioning.py`), and the key names of the Secrets a job names (the admission webhook).
 """
 
 from __future__ import annotations

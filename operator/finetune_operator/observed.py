@@ -1,4 +1,4 @@
-"""Pure readers of the observed children: what the Job and its pods say (dict in, facts out).
+"""Pure readers of the observed children: what the Job, its pods and Kueue's Workload say (dict in, facts out).
 
 Kept apart from `status.py` so the state machine reads as decisions, and these as table-testable facts.
 """
@@ -56,6 +56,18 @@ class PodFacts:
     """Kubernetes' reason for the newest failed pod's end (Error, OOMKilled, Evicted…)."""
 
 
+@dataclass(frozen=True)
+class AdmissionFacts:
+    """What Kueue's Workload for the Job says about its admission (Kueue's batch/Job integration)."""
+
+    admitted: bool = False
+    evicted: bool = False
+    """Kueue took the admission back (preemption, …): it suspends the Job and queues the Workload again."""
+    reason: str = ""
+    """Kueue's reason for not admitting it (Pending, Inadmissible, …) or for evicting it (Preempted, …)."""
+    message: str = ""
+
+
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for condition in (obj.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
@@ -76,6 +88,34 @@ def job_facts(job: dict[str, Any] | None) -> JobFacts:
         failed_reason=(failed or {}).get("reason", ""),
         failed_message=(failed or {}).get("message", ""),
     )
+
+
+def workload_owner(workload: dict[str, Any]) -> dict[str, Any] | None:
+    """The owner reference of a Kueue Workload to the batch Job it was made for (None for other owners)."""
+    for ref in (workload.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("apiVersion") == "batch/v1" and ref.get("kind") == "Job" and ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def admission_facts(workloads: list[dict[str, Any]], job_uid: str | None) -> AdmissionFacts:
+    """Facts from the Workload Kueue made for the Job with `job_uid` (one made for a deleted Job is ignored)."""
+    workload = next(
+        (w for w in workloads if job_uid and (workload_owner(w) or {}).get("uid") == job_uid), None
+    )
+    if workload is None:
+        return AdmissionFacts()
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+    evicted = conditions.get("Evicted") or {}
+    if evicted.get("status") == "True":
+        return AdmissionFacts(
+            evicted=True, reason=evicted.get("reason") or "Evicted", message=evicted.get("message", "")
+        )
+    for kind in ("QuotaReserved", "Admitted"):
+        condition = conditions.get(kind) or {}
+        if condition.get("status") != "True":
+            return AdmissionFacts(reason=condition.get("reason", ""), message=condition.get("message", ""))
+    return AdmissionFacts(admitted=True)
 
 
 def termination_message(text: str | None) -> TerminationMessage | None:
@@ -178,12 +218,12 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def slim_job(job: dict[str, Any]) -> dict[str, Any]:
-    """What `job_facts` and the reconciler read of a Job: suspension, conditions and the placement it runs with."""
+    """What `job_facts` and the reconciler read of a Job: suspension, deletion, conditions and its placement."""
     template = _pick(job, "spec", "template", "spec") or {}
     containers = template.get("containers") or [{}]
     placement = {k: template.get(k) for k in ("nodeSelector", "tolerations", "affinity", "priorityClassName")}
     return {
-        "metadata": {k: (job.get("metadata") or {}).get(k) for k in ("name", "uid")},
+        "metadata": {k: (job.get("metadata") or {}).get(k) for k in ("name", "uid", "deletionTimestamp")},
         "spec": {
             "suspend": _pick(job, "spec", "suspend") or False,
             "template": {
@@ -194,3 +234,13 @@ def slim_job(job: dict[str, Any]) -> dict[str, Any]:
             "conditions": _pick(job, "status", "conditions") or [],
         },
     }
+
+
+def slim_workload(workload: dict[str, Any]) -> dict[str, Any]:
+    """What `admission_facts` reads of a Kueue Workload: its owning Job and its conditions, without timestamps."""
+    keep = ("type", "status", "reason", "message")
+    return {
+        "metadata": {"name": (workload.get("metadata") or {}).get("name"),
+                     "ownerReferences": [ref for ref in [workload_owner(workload)] if ref]},
+        "status": {"conditions": [{k: c.get(k) for k in keep} for c in _pick(workload, "status", "conditions") or []]},
+    }  # fmt: skip

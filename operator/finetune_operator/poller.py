@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from finetune_operator import observed, progress
+from finetune_operator import names, observed, progress
 from finetune_operator.api.status import Phase
 from finetune_operator.api.trainer import METRICS_PORT
 from finetune_operator.reconciler import Reconciler
@@ -37,14 +37,29 @@ PHASES: tuple[Phase, ...] = ("Pending", "Queued", "Running", "Succeeded", "Faile
 
 @dataclass(frozen=True)
 class Indexes:
-    """Kopf's live indexes, keyed by (namespace, FineTuneJob name)."""
+    """Kopf's live indexes: FineTuneJobs, Jobs and pods by (namespace, FineTuneJob name), Kueue's Workloads by
+    (namespace, Job name)."""
 
     finetunejobs: Any
     jobs: Any
     pods: Any
+    workloads: Any
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Indexes:
+        """From the keyword arguments Kopf passes to every handler (the indexes by their ids)."""
+        return cls(
+            kwargs["finetunejobs"], kwargs["trainer_jobs"], kwargs["trainer_pods"], kwargs["kueue_workloads"]
+        )
 
     def values(self, index: Any, key: tuple[str, str]) -> list[dict[str, Any]]:
         return list(index.get(key, ()))
+
+    def children(self, key: tuple[str, str]) -> tuple[dict[str, Any] | None, list[Any], list[Any]]:
+        """What `Reconciler.reconcile` reads of one FineTuneJob: its Job, its pods and its Job's Workloads."""
+        jobs = self.values(self.jobs, key)
+        workloads = self.values(self.workloads, (key[0], names.job(key[1])))
+        return (jobs[0] if jobs else None), self.values(self.pods, key), workloads
 
 
 def rank_zero_url(pods: list[dict[str, Any]]) -> str | None:
@@ -83,12 +98,13 @@ def _time_dependent(
 
 
 def _reconcile_logged(
-    reconciler: Reconciler, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]
+    reconciler: Reconciler, body: dict[str, Any], indexes: Indexes, key: tuple[str, str]
 ) -> None:
     try:
+        job, pods, workloads = indexes.children(key)
         if reconciler.provisioning is not None:
             reconciler.provisioning.refresh(body, pods)
-        reconciler.reconcile(body, job, pods)
+        reconciler.reconcile(body, job, pods, workloads)
     except Exception:
         logger.exception(
             "reconcile of %s/%s failed", body["metadata"].get("namespace"), body["metadata"]["name"]
@@ -109,9 +125,8 @@ async def tick(
                 continue
             if phase == "Running" and (url := rank_zero_url(indexes.values(indexes.pods, key))):
                 scrapes.append(_scrape(session, reconciler, body, url))
-            elif _time_dependent(reconciler, body, phase, pods := indexes.values(indexes.pods, key)):
-                jobs = indexes.values(indexes.jobs, key)
-                await _in_thread(_reconcile_logged, reconciler, body, jobs[0] if jobs else None, pods)
+            elif _time_dependent(reconciler, body, phase, indexes.values(indexes.pods, key)):
+                await _in_thread(_reconcile_logged, reconciler, body, indexes, key)
     for phase in PHASES:
         reconciler.metrics.jobs.labels(phase).set(phases.get(phase, 0))
     limit = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)

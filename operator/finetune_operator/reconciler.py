@@ -1,9 +1,10 @@
 """Level-based reconcile of one FineTuneJob: desired objects from the builders, status from the observations.
 
-Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job or its pods, and by the poller
-for time-based changes. It reads nothing from the API server: the observed Job and pods come from Kopf's
-in-memory indexes. It writes only what differs: the children when the Job is missing, the ConfigMap when the
-generation moved, the Job's suspension, and the status when it changed. So a restart at any moment (say between
+Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job, its pods or the Workload Kueue
+made for its Job, and by the poller for time-based changes. It reads nothing from the API server: the observed Job,
+pods and Workloads come from Kopf's in-memory indexes. It writes only what differs: the children when the Job is
+missing, the ConfigMap when the generation moved, the Job's suspension (never of a queued Job: Kueue owns it; while
+runPolicy.suspend holds a queued job, its Job is deleted), and the status when it changed. So a restart at any moment (say between
 creating the Job and writing status) converges without duplicates: the Job is found in the index, or its create
 answers 409.
 """
@@ -94,13 +95,19 @@ class Reconciler:
         if self.provisioning is not None:
             self.provisioning.forget(uid)
 
-    def reconcile(self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
-        """Converge one FineTuneJob; serialised per job."""
+    def reconcile(
+        self,
+        body: dict[str, Any],
+        job: dict[str, Any] | None,
+        pods: list[dict[str, Any]],
+        workloads: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Converge one FineTuneJob (`workloads`: Kueue's for its Job, when Kueue runs); serialised per job."""
         started = time.perf_counter()
         uid = body["metadata"]["uid"]
         with self._locks[uid]:
             try:
-                self._reconcile(body, job, pods)
+                self._reconcile(body, job, pods, workloads or [])
             except Exception:
                 self._retry(uid)
                 raise
@@ -110,7 +117,11 @@ class Reconciler:
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     def _reconcile(
-        self, body: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]]
+        self,
+        body: dict[str, Any],
+        job: dict[str, Any] | None,
+        pods: list[dict[str, Any]],
+        workloads: list[dict[str, Any]],
     ) -> None:
         meta, previous = body["metadata"], self.status_of(body)
         generation = int(meta.get("generation") or 1)
@@ -129,6 +140,7 @@ class Reconciler:
             stall_after_seconds=self.settings.stall_after_seconds, invalid_spec=invalid, invalid_reason=reason,
             estimate=parsed.estimate, previous=previous,
             provisioning=self.provisioning.facts(meta["uid"], pods) if self.provisioning else None,
+            admission=observed.admission_facts(workloads, (job or {}).get("metadata", {}).get("uid")),
         )  # fmt: skip
         self.write_status(body, derive(obs))
 
@@ -156,10 +168,15 @@ class Reconciler:
     ) -> dict[str, Any] | None:
         """Create what is missing and apply what the spec changed; returns the Job as now known."""
         ns, job_name = owner.namespace, names.job(owner.name)
+        policy = owner.job.spec.run_policy
+        # Kueue resumes any suspended Job whose Workload it admits: a queued job that runPolicy.suspend holds has no Job.
+        held = policy.suspend and policy.queue_name is not None
         if job is None:
             *others, desired_job = workload.desired(owner, self.settings)
             for obj in others:
                 self.kube.apply(obj)
+            if held:
+                return None
             if self.kube.create_job(desired_job):
                 if created := (owner.job.metadata.model_extra or {}).get("creationTimestamp"):
                     self.metrics.create_to_workload.observe(_seconds_since(created))
@@ -167,10 +184,17 @@ class Reconciler:
             return desired_job
         if previous.get("observedGeneration") not in (None, generation):
             self.kube.apply(workload.config_map(owner))  # runPolicy or resources changed
-        policy, suspended = owner.job.spec.run_policy, bool(job["spec"].get("suspend"))
+        suspended, facts = bool(job["spec"].get("suspend")), observed.job_facts(job)
+        if policy.queue_name is not None:  # Kueue alone suspends and resumes a queued Job
+            if not held or facts.complete or facts.failed:
+                return job
+            if not job["metadata"].get("deletionTimestamp"):
+                logger.info("runPolicy.suspend of queued %s/%s: deleting its Job", ns, owner.name)
+                self.kube.delete_job(ns, job_name)  # pods get SIGTERM and checkpoint, as on a suspension
+            return None
         if policy.suspend and not suspended:
             self.kube.suspend_job(ns, job_name, True)
-        elif not policy.suspend and suspended and policy.queue_name is None:
+        elif not policy.suspend and suspended:
             if _placement(job) != _placement(workload.job(owner, self.settings)):
                 logger.info("resources of %s/%s changed while suspended: recreating its Job", ns, owner.name)
                 self.kube.delete_job(ns, job_name)  # the reconcile on its delete event creates it again

@@ -9,9 +9,9 @@ does for the pods that wait for nodes (`karpenter.py`); a job whose node is on i
 | phase      | when                                                                          |
 |------------|-------------------------------------------------------------------------------|
 | Pending    | objects being created, pods not running yet (Stalled when stuck)              |
-| Queued     | the Job waits for Kueue's admission (`runPolicy.queueName`)                   |
+| Queued     | the Job waits for Kueue's admission, or was evicted by Kueue (`queueName`)    |
 | Running    | a training pod runs                                                           |
-| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept)                  |
+| Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept; queued: no Job)  |
 | Succeeded  | the Job completed; `result` holds the trainer's output, digest, metrics       |
 | Failed     | the Job failed (the trainer's reason), or cannot run: InvalidSpec, DoesNotFit |
 """
@@ -25,9 +25,11 @@ from typing import Any
 from finetune_operator.api.status import Phase
 from finetune_operator.api.trainer import ExitCode, TerminationMessage
 from finetune_operator.karpenter import Provisioning
-from finetune_operator.observed import JobFacts, PodFacts
+from finetune_operator.observed import AdmissionFacts, JobFacts, PodFacts
 
 TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+KUEUE_WAITING = "Pending"
+"""Kueue's QuotaReserved reason while a Workload simply waits for quota: reported as our own reason, Queued."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Observation:
     """The Failed reason for `invalid_spec`: InvalidSpec, or DoesNotFit when the GPU-fit estimate exceeds the GPUs."""
     estimate: dict[str, Any] | None = None
     """`status.estimate`: the GPU-fit estimate of the spec, when there is one."""
+    admission: AdmissionFacts = field(default_factory=AdmissionFacts)
+    """What Kueue's Workload for the Job says (nothing without Kueue)."""
     provisioning: Provisioning | None = None
     """What Karpenter does for the waiting pods; None where it does not run (no `Provisioning` condition)."""
     previous: dict[str, Any] = field(default_factory=dict)
@@ -83,10 +87,24 @@ def _failure(obs: Observation) -> State:
     return State("Failed", job.failed_reason or "JobFailed", job.failed_message or "the training Job failed")
 
 
+def _queued(admission: AdmissionFacts) -> State:
+    """Kueue has not admitted the Job, or took its admission back: Kueue's reason and message when it gave one."""
+    if admission.evicted:
+        return State(
+            "Queued", admission.reason, f"evicted by Kueue (checkpoints are kept): {admission.message}"
+        )
+    reason = "Queued" if admission.reason in ("", KUEUE_WAITING) else admission.reason
+    detail = f": {admission.message}" if admission.message else ""
+    return State("Queued", reason, f"waiting for Kueue to admit the workload{detail}")
+
+
 def _state(obs: Observation) -> State:
     job, pods = obs.job, obs.pods
     if obs.invalid_spec is not None:
         return State("Failed", obs.invalid_reason, obs.invalid_spec)
+    if not job.exists and obs.user_suspended and obs.queued:
+        return State("Suspended", "Suspended", "runPolicy.suspend is true; checkpoints are kept (a queued job has no "
+                     "Job meanwhile: it queues again when resumed)")  # fmt: skip
     if not job.exists:
         return State("Pending", "Creating", "creating the training workload")
     if job.complete:
@@ -96,7 +114,7 @@ def _state(obs: Observation) -> State:
     if job.suspended and obs.user_suspended:
         return State("Suspended", "Suspended", "runPolicy.suspend is true; checkpoints are kept")
     if job.suspended and obs.queued:
-        return State("Queued", "Queued", "waiting for Kueue to admit the workload")
+        return _queued(obs.admission)
     if pods.running:
         return State("Running", "Training", f"{pods.running} training pod(s) running")
     if pods.succeeded:  # the pods are done; the Job controller has not marked the Job Complete yet

@@ -8,13 +8,12 @@ The session fixture reuses a running cluster when `.cache/cluster/kubeconfig` an
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -31,13 +30,16 @@ from tests.integration.helpers import (  # noqa: E402
     ROOT,
     VERSION,
     Kube,
-    apply_crds,
+    crd_documents,
     fresh_namespace,
+    install_crds,
     run_live,
     wait_until,
 )
+from tests.integration.kueue import KueueProcess  # noqa: E402
 
 UP_TIMEOUT_S = 45 * 60  # a cold build of Kubernetes on 2 cores; warm starts take seconds
+KUEUE_BUILD_TIMEOUT_S = 30 * 60  # a cold build of Kueue on 2 cores: 12 min; from the cache: a second
 
 
 def _cluster_answers() -> bool:
@@ -78,21 +80,13 @@ def kube(pytestconfig: pytest.Config) -> Iterator[Kube]:
             _run_script(pytestconfig, "down.sh", 120)
 
 
-def _crd_documents() -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        with path.open() as f:
-            docs += [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "CustomResourceDefinition"]
-    return docs
-
-
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> list[str]:
     """Installs (or updates) every CRD in crds/ and waits until each is Established; returns their names."""
-    docs = _crd_documents()
+    docs = crd_documents(CRD_DIR)
     if not docs:
         pytest.fail(f"no CustomResourceDefinition found in {CRD_DIR}")
-    names = apply_crds(kube, docs)
+    names = install_crds(kube, docs)
     # Established means the API is served; the discovery/REST mapping can still lag a moment.
     wait_until(
         f"{PLURAL}.{GROUP} to be served",
@@ -115,3 +109,30 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test (with its default ServiceAccount), deleted afterwards."""
     with fresh_namespace(kube, request.node.name, "it", "integration") as name:
         yield name
+
+
+@pytest.fixture(scope="session")
+def kueue(kube: Kube, pytestconfig: pytest.Config) -> Iterator[KueueProcess]:
+    """The pinned Kueue manager running against the cluster (tests/integration/kueue.py), stopped at session end.
+
+    Kueue and its CRDs come from its Go module: skipped when Go is not installed.
+    """
+    if shutil.which("go") is None:
+        pytest.skip(
+            "the Kueue tests build Kueue from its Go module (hack/cluster/build.sh --kueue): install Go"
+        )
+    bin_dir = run_live(
+        pytestconfig,
+        [str(ROOT / "hack" / "cluster" / "build.sh"), "--kueue"],
+        KUEUE_BUILD_TIMEOUT_S,
+        capture_stdout=True,
+    )
+    process = KueueProcess(
+        kube, Path(bin_dir.splitlines()[-1]) / "kueue", ROOT / ".cache" / "integration" / "kueue"
+    )
+    process.install()
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

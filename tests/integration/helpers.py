@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 # Re-exported for the tests; the API package is their one source.
 from finetune_operator.api import GROUP as GROUP
@@ -86,12 +87,24 @@ def fresh_namespace(kube: Kube, test_name: str, prefix: str, suite: str) -> Iter
                 raise
 
 
-def run_live(config: pytest.Config, argv: list[str], timeout: float) -> None:
-    """Runs a hack/ script with its output shown live (a cold build takes many minutes)."""
+def run_live(config: pytest.Config, argv: list[str], timeout: float, capture_stdout: bool = False) -> str:
+    """Runs a hack/ script with its log shown live (a cold build takes many minutes); returns its stdout when
+    `capture_stdout` (else it is shown too)."""
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print(f"\n[integration] running {' '.join(argv)}", file=sys.stderr, flush=True)
-        subprocess.run(argv, cwd=ROOT, check=True, timeout=timeout)
+        done = subprocess.run(argv, cwd=ROOT, check=True, timeout=timeout, text=True,
+                              stdout=subprocess.PIPE if capture_stdout else None)  # fmt: skip
+    return done.stdout or ""
+
+
+def crd_documents(directory: Path) -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions in the YAML files of `directory`."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        with path.open() as f:
+            docs += [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "CustomResourceDefinition"]
+    return docs
 
 
 def _status_message(err: ApiException) -> str:
@@ -107,8 +120,9 @@ def _crd_established(kube: Kube, name: str) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
-def apply_crds(kube: Kube, docs: list[dict[str, Any]]) -> list[str]:
-    """Creates (or replaces) the CustomResourceDefinitions `docs` and waits until each is Established."""
+def install_crds(kube: Kube, docs: list[dict[str, Any]]) -> list[str]:
+    """Creates (or replaces) each CustomResourceDefinition in `docs`, then waits until each is Established; returns
+    their names. A CRD the API server rejects fails the test with the server's message."""
     names = []
     for doc in docs:
         name = doc["metadata"]["name"]

@@ -31,7 +31,7 @@ from finetune_operator.api.gpus import GPU_MEMORY_MIB
 from finetune_operator.builders.pod import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from kubernetes.client.rest import ApiException
 
-from tests.integration.helpers import KUBECONFIG, ROOT, Kube, apply_crds, run_live, wait_until
+from tests.integration.helpers import KUBECONFIG, ROOT, Kube, install_crds, run_live, wait_until
 from tests.integration.operator_process import free_port
 
 BUILD_TIMEOUT_S = 20 * 60  # cold on 2 cores: ~6 min (CONTRIBUTING.md#karpenter)
@@ -94,7 +94,7 @@ class Karpenter:
     def install(self) -> None:
         """CRDs, the node class and the NodePool (replacing leftovers of an interrupted run)."""
         docs = yaml.safe_load_all((self.bin_dir / "karpenter-crds.yaml").read_text())
-        self.crds = apply_crds(
+        self.crds = install_crds(
             self.kube, [d for d in docs if d and d.get("kind") == "CustomResourceDefinition"]
         )
         for resource, obj in _objects():

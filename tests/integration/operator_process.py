@@ -31,6 +31,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def http_status(url: str) -> int:
+    """The HTTP status a GET of `url` answers (raises OSError when nothing listens)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 class OperatorProcess:
     """Start, kill and restart `finetune operator`."""
 
@@ -89,11 +98,7 @@ class OperatorProcess:
 
     def probe(self, path: str) -> int:
         """The HTTP status of a probe endpoint."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as reply:
-                return int(reply.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
+        return http_status(f"http://127.0.0.1:{self.health_port}{path}")
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:

@@ -57,9 +57,10 @@ def test_the_service_account_gets_nothing_more(release: Release) -> None:
     """Least privilege, checked by the API server: what the operator never does is denied."""
     denied = [("", "secrets", "list"), ("", "pods", "delete"), (GROUP, PLURAL, "delete"), (GROUP, PLURAL, "patch"),
               ("batch", "jobs", "update"), ("coordination.k8s.io", "leases", "list"),
-              ("karpenter.sh", "nodeclaims", "create"), ("karpenter.sh", "nodeclaims", "delete")]  # fmt: skip
+              ("karpenter.sh", "nodeclaims", "create"), ("karpenter.sh", "nodeclaims", "delete"),
+              ("kueue.x-k8s.io", "workloads", "patch")]  # fmt: skip
     allowed = [(GROUP, PLURAL, "watch"), ("batch", "jobs", "create"), ("", "events", "create"), ("", "events", "list"),
-               ("karpenter.sh", "nodeclaims", "watch")]  # fmt: skip
+               ("karpenter.sh", "nodeclaims", "watch"), ("kueue.x-k8s.io", "workloads", "watch")]  # fmt: skip
     assert [rule for rule in denied if release.can(*rule)] == []
     assert [rule for rule in allowed if not release.can(*rule)] == []
 

@@ -172,6 +172,13 @@ def test_queue_name_labels_the_job_for_kueue_and_creates_it_suspended() -> None:
     job = workload.job(owner(runPolicy={"queueName": "team-q"}), SETTINGS)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-q"
     assert job["spec"]["suspend"] is True
+    assert "kueue.x-k8s.io/priority-class" not in job["metadata"]["labels"]
+
+
+def test_workload_priority_class_labels_the_job_for_kueue() -> None:
+    policy = {"queueName": "team-q", "workloadPriorityClass": "urgent"}
+    job = workload.job(owner(runPolicy=policy), SETTINGS)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "urgent"
 
 
 def test_output_pvc_only_when_no_uri_and_kept_after_the_job() -> None:

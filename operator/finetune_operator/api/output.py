@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from finetune_operator.api.base import ApiModel
-from finetune_operator.api.common import DNS_LABEL, SecretRef
+from finetune_operator.api.base import ApiModel, Rule
+from finetune_operator.api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef
 from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri, not_yet_rule
 
 
@@ -66,4 +66,22 @@ class RunPolicy(ApiModel):
     resume_from_checkpoint: bool = Field(
         default=True,
         description="After a pod loss or suspension, continue from the newest complete checkpoint.",
+    )
+    workload_priority_class: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_SUBDOMAIN,
+        description=(
+            "Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class): the workload's place in its queue "
+            "and which admitted workloads it may preempt. Needs queueName."
+        ),
+    )
+
+    rules = (
+        Rule(
+            field="workloadPriorityClass",
+            message="runPolicy.workloadPriorityClass needs runPolicy.queueName (Kueue admits queued jobs only)",
+            check=lambda p: p.workload_priority_class is None or p.queue_name is not None,
+            cel="!has(self.workloadPriorityClass) || has(self.queueName)",
+        ),
     )

@@ -13,7 +13,9 @@ MANAGED_BY = "finetune-operator"
 LABEL_JOB_NAME = "finetune.io/job-name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP = "kueue.x-k8s.io"
+LABEL_KUEUE_QUEUE = f"{KUEUE_GROUP}/queue-name"
+LABEL_KUEUE_PRIORITY = f"{KUEUE_GROUP}/priority-class"
 
 
 @dataclass(frozen=True)

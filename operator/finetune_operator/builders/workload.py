@@ -7,9 +7,9 @@ the trainer's launcher reads (node 0's name, the port, `JOB_COMPLETION_INDEX` fr
 Run policy: `backoffLimit` with a pod failure policy under which disruptions (preemption, node drain: the
 DisruptionTarget condition) and the trainer's checkpointed stop on SIGTERM (exit 143) are not counted, and its exit
 code 2 (InvalidConfig) fails the job at once;
-`activeDeadlineSeconds`; `suspend`; `queueName` labels the Job for Kueue and creates it suspended (Kueue admits it).
-The pods carry `karpenter.sh/do-not-disrupt`: Karpenter does not consolidate, expire or replace a node while training
-runs on it (it may once the pods end).
+`activeDeadlineSeconds`; `suspend`; `queueName` labels the Job for Kueue and creates it suspended (Kueue admits it),
+`workloadPriorityClass` labels it with Kueue's WorkloadPriorityClass. The pods carry `karpenter.sh/do-not-disrupt`:
+Karpenter does not consolidate, expire or replace a node while training runs on it (it may once the pods end).
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from finetune_operator.api.trainer import (
     trainer_config,
 )
 from finetune_operator.builders import pod, storage
-from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_KUEUE_QUEUE, Owner, labels, metadata
+from finetune_operator.builders.meta import (
+    LABEL_JOB_NAME,
+    LABEL_KUEUE_PRIORITY,
+    LABEL_KUEUE_QUEUE,
+    Owner,
+    labels,
+    metadata,
+)
 from finetune_operator.config import Settings
 
 KARPENTER_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
@@ -114,6 +121,8 @@ def job(owner: Owner, settings: Settings) -> dict[str, Any]:
     meta = metadata(owner, names.job(owner.name), "trainer")
     if policy.queue_name is not None:
         meta["labels"][LABEL_KUEUE_QUEUE] = policy.queue_name
+    if policy.workload_priority_class is not None:
+        meta["labels"][LABEL_KUEUE_PRIORITY] = policy.workload_priority_class
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 

@@ -2,7 +2,9 @@
 
 - Indexes keep the FineTuneJobs, their Jobs and their pods in memory (no reads on the hot path), each reduced to
   what the operator reads (`observed.slim_*`): thousands of pods stay cheap.
-- A watch event of a FineTuneJob, of a Job or of a pod the operator created reconciles that FineTuneJob.
+- A watch event of a FineTuneJob, of a Job or of a pod the operator created reconciles that FineTuneJob; so does one
+  of a Kueue Workload made for such a Job (Kopf watches Workloads only while their CRD exists: without Kueue it
+  logs once that workloads.kueue.x-k8s.io is unresolved, and picks the CRD up when Kueue is installed later).
 - At startup the poller starts (`poller.py`): progress of running jobs and time-based changes (Stalled).
 - Where Karpenter runs (`reconciler.provisioning` is set), an index keeps its NodeClaims, for the `Provisioning`
   condition of jobs whose pods wait for nodes (the poller re-reconciles those).
@@ -15,28 +17,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
-from finetune_operator import karpenter, observed, poller
+from finetune_operator import karpenter, names, observed, poller
 from finetune_operator.api import GROUP, PLURAL, VERSION
-from finetune_operator.builders.meta import LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
+from finetune_operator.builders.meta import KUEUE_GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
 from finetune_operator.reconciler import Reconciler
 
 Key = tuple[str, str]
-Indexes = dict[str, kopf.Index[Key, dict[str, Any]]]
+V = TypeVar("V")
 OURS: dict[str, Any] = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB_NAME: kopf.PRESENT}
 """Children of FineTuneJobs: what the operator created."""
 
 
-def first(index: kopf.Index[Key, dict[str, Any]], key: Key) -> dict[str, Any] | None:
+def first(index: kopf.Index[Key, V], key: Key) -> V | None:
     """The one value stored under `key`, or None."""
     return next(iter(index.get(key, ())), None)
 
 
 def _key(namespace: str | None, name: str) -> Key:
     return (namespace or "", name)
+
+
+def _our_job(workload: kopf.Body) -> str | None:
+    """The name of the operator's Job a Kueue Workload was made for, or None."""
+    owner = observed.workload_owner(dict(workload))
+    return str(owner["name"]) if owner and str(owner["name"]).endswith(names.JOB_SUFFIX) else None
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Callable[[], None]) -> None:
@@ -46,11 +54,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Call
     """
     settings, tasks = reconciler.settings, set[asyncio.Task[None]]()
 
-    def reconcile(key: Key, indexes: Indexes, body: dict[str, Any] | None = None) -> None:
-        body = body or first(indexes["finetunejobs"], key)
+    def reconcile(key: Key, kwargs: dict[str, Any], body: dict[str, Any] | None = None) -> None:
+        indexes = poller.Indexes.of(kwargs)
+        body = body or first(indexes.finetunejobs, key)
         if body is not None:
-            job, pods = first(indexes["trainer_jobs"], key), list(indexes["trainer_pods"].get(key, ()))
-            reconciler.reconcile(body, job, pods)
+            reconciler.reconcile(body, *indexes.children(key))
 
     @kopf.index(GROUP, VERSION, PLURAL, id="finetunejobs", registry=registry)
     def finetunejobs(
@@ -69,6 +77,15 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Call
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
         return {_key(namespace, labels[LABEL_JOB_NAME]): observed.slim_pod(dict(body))}
+
+    @kopf.index("batch", "v1", "jobs", labels=OURS, id="trainer_job_owners", registry=registry)
+    def trainer_job_owners(namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> dict[Key, str]:
+        return {_key(namespace, name): labels[LABEL_JOB_NAME]}
+
+    @kopf.index(KUEUE_GROUP, "workloads", id="kueue_workloads", registry=registry)
+    def kueue_workloads(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+        job = _our_job(body)
+        return {_key(namespace, job): observed.slim_workload(dict(body))} if job else {}
 
     if reconciler.provisioning is not None:
 
@@ -93,6 +110,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Call
     def pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
         reconcile(_key(namespace, labels[LABEL_JOB_NAME]), kwargs)
 
+    @kopf.on.event(KUEUE_GROUP, "workloads", registry=registry)
+    def workload_changed(namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
+        job = _our_job(body)
+        owner = first(kwargs["trainer_job_owners"], _key(namespace, job)) if job else None
+        if owner is not None:
+            reconcile(_key(namespace, owner), kwargs)
+
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """In-cluster ServiceAccount when in a pod, else the kubeconfig (as `kube.load_config`)."""
@@ -102,7 +126,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, beat: Call
     async def start_poller(**kwargs: Any) -> None:
         if reconciler.provisioning is not None:
             reconciler.provisioning.watch(kwargs["nodeclaims"])
-        indexes = poller.Indexes(kwargs["finetunejobs"], kwargs["trainer_jobs"], kwargs["trainer_pods"])
+        indexes = poller.Indexes.of(kwargs)
         tasks.add(
             asyncio.create_task(poller.run(reconciler, indexes, settings.progress_interval_seconds, beat))
         )
