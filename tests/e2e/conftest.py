@@ -8,7 +8,6 @@ FINETUNE_KEEP_CLUSTER=1.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ if str(_ROOT) not in sys.path:
     sys.path.append(str(_ROOT))
 
 from tests.e2e.kindkit import CLUSTER, KUBECONFIG, cluster_exists  # noqa: E402
-from tests.integration.helpers import ROOT, Kube, fresh_namespace  # noqa: E402
+from tests.integration.helpers import ROOT, Kube, fresh_namespace, run_live  # noqa: E402
 
 INSTALL_TIMEOUT_S = (
     60 * 60
@@ -30,17 +29,7 @@ INSTALL_TIMEOUT_S = (
 
 
 def _run(config: pytest.Config, script: str, timeout: float) -> None:
-    """Runs a hack/kind script with its output shown live (a cold start takes many minutes)."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n[e2e] running hack/kind/{script}", file=sys.stderr, flush=True)
-        subprocess.run(
-            [str(ROOT / "hack" / "kind" / script)],
-            cwd=ROOT,
-            check=True,
-            timeout=timeout,
-            stdout=subprocess.DEVNULL,
-        )
+    run_live(config, [str(ROOT / "hack" / "kind" / script)], timeout, stdout=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")

@@ -87,14 +87,13 @@ def fresh_namespace(kube: Kube, test_name: str, prefix: str, suite: str) -> Iter
                 raise
 
 
-def run_live(config: pytest.Config, argv: list[str], timeout: float, capture_stdout: bool = False) -> str:
-    """Runs a hack/ script with its log shown live (a cold build takes many minutes); returns its stdout when
-    `capture_stdout` (else it is shown too)."""
+def run_live(config: pytest.Config, argv: list[str], timeout: float, stdout: int | None = None) -> str:
+    """Runs a hack/ script with its log (stderr) shown live, as a cold build takes many minutes; its stdout is shown
+    too unless `stdout` redirects it (subprocess.PIPE: returned, DEVNULL: dropped)."""
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\n[integration] running {' '.join(argv)}", file=sys.stderr, flush=True)
-        done = subprocess.run(argv, cwd=ROOT, check=True, timeout=timeout, text=True,
-                              stdout=subprocess.PIPE if capture_stdout else None)  # fmt: skip
+        print(f"\n[tests] running {' '.join(argv)}", file=sys.stderr, flush=True)
+        done = subprocess.run(argv, cwd=ROOT, check=True, timeout=timeout, text=True, stdout=stdout)
     return done.stdout or ""
 
 
