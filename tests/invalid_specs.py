@@ -301,7 +301,11 @@ INVALID_SPECS: list[InvalidSpec] = [
     _case(
         "evaluation-exact-match-of-seq2seq",
         "spec.evaluation.metrics",
-        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq"}, "evaluation": {"metrics": ["exact_match"]}},
+        {
+            "model": {"preset": "tiny-t5"},
+            "task": {"type": "seq2seq"},
+            "evaluation": {"metrics": ["exact_match"]},
+        },
     ),
     _case(
         "evaluation-bleu-of-question-answering",
