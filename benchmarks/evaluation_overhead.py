@@ -46,7 +46,10 @@ def _rows(task: str) -> list[dict[str, Any]]:
     if task == "causal-lm":
         return [{"prompt": f"Where does {n} live?", "completion": f" {n} lives in {c}."} for n, c, _ in pairs]
     if task == "sequence-classification":
-        return [{"text": f"{n} loved the trip to {c}" if i % 2 else f"{n} hated {c}", "label": i % 2} for n, c, i in pairs]
+        return [
+            {"text": f"{n} loved the trip to {c}" if i % 2 else f"{n} hated {c}", "label": i % 2}
+            for n, c, i in pairs
+        ]
     if task == "token-classification":
         return [{"tokens": [n, "lives", "in", c], "tags": ["B-PER", "O", "O", "B-LOC"]} for n, c, _ in pairs]
     if task == "seq2seq":
@@ -57,7 +60,10 @@ def _rows(task: str) -> list[dict[str, Any]]:
 
 TASKS: dict[str, dict[str, Any]] = {
     "causal-lm": {"model": {"preset": "tiny-llama"}},
-    "sequence-classification": {"model": {"preset": "tiny-bert"}, "task": {"labels": ["negative", "positive"]}},
+    "sequence-classification": {
+        "model": {"preset": "tiny-bert"},
+        "task": {"labels": ["negative", "positive"]},
+    },
     "token-classification": {"model": {"preset": "tiny-bert"}, "task": {"labels": ["O", "B-PER", "B-LOC"]}},
     "seq2seq": {"model": {"preset": "tiny-t5"}, "task": {}},
     "question-answering": {"model": {"preset": "tiny-bert"}, "task": {}},
@@ -124,7 +130,9 @@ def main() -> int:
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for task in TASKS:
-            runs = [measure(_config(Path(tmp) / f"{task}-{r}", task, args.steps)) for r in range(args.repeats)]
+            runs = [
+                measure(_config(Path(tmp) / f"{task}-{r}", task, args.steps)) for r in range(args.repeats)
+            ]
             result["tasks"][task] = {
                 "train_seconds": round(statistics.median(r[0] for r in runs), 2),
                 "eval_fraction_wall": round(statistics.median(r[1] for r in runs), 3),
