@@ -3,7 +3,8 @@
 Called by the recipe's `_setup_engine` (`build_engine`), its loop (`loss`, `backward`, `step`) and its evaluation
 (`outputs`, `generate`), and by `checkpoint` (`save_state`, `load_state`). `TorchEngine` runs one process or plain
 DDP; `DeepSpeedEngine` wraps `deepspeed.initialize` with the config from `deepspeed_config`. Both expose the same
-methods (`Engine`), so the loop in `recipe.py` is written once. Optimizers and schedulers are chosen from closed tables, never by import path.
+methods (`Engine`), so the loop in `recipe.py` is written once. Optimizers and schedulers are chosen from closed
+tables, never by import path.
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from finetune_trainer.data import DataError
 from finetune_trainer.scoring import Scorer
 from finetune_trainer.sft import Features
 
+PER_ROW_LOSS = ("sequence-classification", "question-answering")
+"""Tasks with one loss per row (question answering: its start and end averaged), not one per token."""
+
 
 def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
     """(summed loss, items the loss averages over) of one batch of `task`."""
-    if task in (
-        "sequence-classification",
-        "question-answering",
-    ):  # one loss per row (QA: start and end averaged)
+    if task in PER_ROW_LOSS:
         rows = float(len(batch["input_ids"]))
         return float(outputs.loss) * rows, rows
     scored = batch["labels"][..., 1:] if task == "causal-lm" else batch["labels"]  # causal-lm shifts by one

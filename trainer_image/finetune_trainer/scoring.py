@@ -4,8 +4,8 @@
 prediction per row (what the ranks gather), and `compute` turns the predictions of all the rows, in row order, into
 metrics against the references, which every rank holds (it read the whole dataset). Which library computes what:
 
-- sequence-classification: accuracy and macro-F1 (`accuracy_score`, `f1_score(average="macro")`) from
-  scikit-learn, over the predicted and gold label ids.
+- sequence-classification: accuracy and macro-F1 (`accuracy_score`, `f1_score(average="macro")`: the mean F1 of
+  the classes that occur among the gold or predicted labels) from scikit-learn, over the label ids.
 - token-classification: entity-level precision, recall and F1 from seqeval (its default CoNLL semantics, micro
   average over entities), over the tag names (`task.labels`, BIO) of the first sub-token of each word, the tokens
   the encoder labels.
