@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from finetune_operator.api.trainer import TrainerConfig  # noqa: E402
 from finetune_trainer import recipe  # noqa: E402
+from trainer_overhead import _cpu_name  # noqa: E402
 
 NAMES = ["alice", "bob", "marie", "paul", "anna", "tom", "lena", "max"]
 CITIES = ["london", "paris", "berlin", "warsaw", "rome", "madrid", "vienna", "prague"]
@@ -124,7 +124,7 @@ def main() -> int:
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     result: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"1 thread, load {os.getloadavg()[0]:.1f}",
         "steps": args.steps, "repeats": args.repeats, "held_out_rows": ROWS // 10, "tasks": {},
     }  # fmt: skip
