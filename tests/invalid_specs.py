@@ -57,6 +57,7 @@ def _case(
 
 _BERT = {"preset": "tiny-bert"}
 _LLAMA8B = {"preset": "llama-3.1-8b-instruct"}
+_NER = {"type": "token-classification", "labels": ["O", "B-PER", "I-PER"]}
 
 INVALID_SPECS: list[InvalidSpec] = [
     # Required fields, wrong types, unknown fields.
@@ -277,16 +278,6 @@ INVALID_SPECS: list[InvalidSpec] = [
     # evaluation
     _case("evaluation-without-validation", "spec.evaluation.enabled", {"evaluation": {"enabled": True}}),
     _case(
-        "evaluation-of-seq2seq",
-        "spec.evaluation.enabled",
-        {
-            "model": {"preset": "tiny-t5"},
-            "task": {"type": "seq2seq"},
-            "dataset": {"validationSplit": 0.1},
-            "evaluation": {"enabled": True},
-        },
-    ),
-    _case(
         "evaluation-accuracy-of-causal-lm",
         "spec.evaluation.metrics",
         {"evaluation": {"metrics": ["accuracy"]}},
@@ -300,7 +291,52 @@ INVALID_SPECS: list[InvalidSpec] = [
             "evaluation": {"metrics": ["perplexity"]},
         },
     ),
-    _case("evaluation-unknown-metric", "spec.evaluation.metrics", {"evaluation": {"metrics": ["bleu"]}}),
+    _case("evaluation-unknown-metric", "spec.evaluation.metrics", {"evaluation": {"metrics": ["rouge"]}}),
+    _case("evaluation-bleu-of-causal-lm", "spec.evaluation.metrics", {"evaluation": {"metrics": ["bleu"]}}),
+    _case(
+        "evaluation-macro-f1-of-token-classification",
+        "spec.evaluation.metrics",
+        {"model": _BERT, "task": _NER, "evaluation": {"metrics": ["macro_f1"]}},
+    ),
+    _case(
+        "evaluation-exact-match-of-seq2seq",
+        "spec.evaluation.metrics",
+        {
+            "model": {"preset": "tiny-t5"},
+            "task": {"type": "seq2seq"},
+            "evaluation": {"metrics": ["exact_match"]},
+        },
+    ),
+    _case(
+        "evaluation-bleu-of-question-answering",
+        "spec.evaluation.metrics",
+        {"model": _BERT, "task": {"type": "question-answering"}, "evaluation": {"metrics": ["bleu"]}},
+    ),
+    _case(
+        "evaluation-entities-without-bio-labels",
+        "spec.task.labels",
+        {
+            "model": _BERT,
+            "task": {"type": "token-classification", "labels": ["other", "person", "place"]},
+            "dataset": {"validationSplit": 0.1},
+            "evaluation": {"enabled": True},
+        },
+        server=False,
+    ),
+    _case(
+        "evaluation-max-new-tokens-of-classification",
+        "spec.evaluation.maxNewTokens",
+        {
+            "model": _BERT,
+            "task": {"type": "sequence-classification", "labels": ["a", "b"]},
+            "evaluation": {"maxNewTokens": 32},
+        },
+    ),
+    _case(
+        "evaluation-max-new-tokens-zero",
+        "spec.evaluation.maxNewTokens",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq"}, "evaluation": {"maxNewTokens": 0}},
+    ),
     _case("evaluation-max-samples-zero", "spec.evaluation.maxSamples", {"evaluation": {"maxSamples": 0}}),
     # distributed
     _case(

@@ -79,15 +79,13 @@ def mean_over_ranks(value: float) -> float:
     return _all_reduce(value, dist.ReduceOp.SUM) / int(dist.get_world_size())
 
 
-def sum_over_ranks(values: list[float]) -> list[float]:
-    """The element-wise sums of `values` across ranks (a collective: all ranks must call it)."""
+def gather_objects(value: Any) -> list[Any]:
+    """`value` of every rank, in rank order (picklable objects; a collective: all ranks must call it)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return values
-    tensor = torch.tensor(
-        values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu"
-    )
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return [float(v) for v in tensor.tolist()]
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def any_rank(flag: bool) -> bool:

@@ -1,9 +1,10 @@
 """The optimisation step, with or without DeepSpeed: forward, backward, clip, step, schedule.
 
-Called by the recipe's `_setup_engine` (`build_engine`) and its loop (`loss`, `backward`, `step`), and by
-`checkpoint` (`save_state`, `load_state`). `TorchEngine` runs one process or plain DDP; `DeepSpeedEngine` wraps
-`deepspeed.initialize` with the config from `deepspeed_config`. Both expose the same five methods, so the loop in
-`recipe.py` is written once. Optimizers and schedulers are chosen from closed tables, never by import path.
+Called by the recipe's `_setup_engine` (`build_engine`), its loop (`loss`, `backward`, `step`) and its evaluation
+(`outputs`, `generate`), and by `checkpoint` (`save_state`, `load_state`). `TorchEngine` runs one process or plain
+DDP; `DeepSpeedEngine` wraps `deepspeed.initialize` with the config from `deepspeed_config`. Both expose the same
+methods (`Engine`), so the loop in `recipe.py` is written once. Optimizers and schedulers are chosen from closed
+tables, never by import path.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class Engine(Protocol):
         """The model's forward outputs (loss and logits) for `batch`, as training computes them."""
         ...
 
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+        """Greedy generations from `batch`'s inputs (ZeRO-3: a collective, every rank generates in step)."""
+        ...
+
     def backward(self, loss: torch.Tensor) -> None: ...
     def step(self) -> float:
         """Clip, step the optimizer and scheduler, zero the gradients; returns the gradient norm."""
@@ -81,6 +86,14 @@ class Engine(Protocol):
     def lr(self) -> float: ...
     def save_state(self, directory: Path) -> None: ...
     def load_state(self, directory: Path) -> None: ...
+
+
+def _greedy(model: Any, batch: dict[str, torch.Tensor], max_new_tokens: int, synced: bool) -> torch.Tensor:
+    generated: torch.Tensor = model.generate(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
+        do_sample=False, num_beams=1, synced_gpus=synced,
+    )  # fmt: skip
+    return generated
 
 
 class TorchEngine:
@@ -119,6 +132,10 @@ class TorchEngine:
     def outputs(self, batch: dict[str, torch.Tensor]) -> Any:
         with self._autocast():
             return self.forward(**batch)
+
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+        with self._autocast():
+            return _greedy(self.module, batch, max_new_tokens, synced=False)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss / self.accumulation).backward()
@@ -195,6 +212,10 @@ class DeepSpeedEngine:
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> Any:
         return self.engine(**batch)
+
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+        # ZeRO-3: every forward gathers sharded weights, so ranks keep generating until all are done.
+        return _greedy(self.module, batch, max_new_tokens, synced=self.engine.zero_optimization_stage() == 3)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)

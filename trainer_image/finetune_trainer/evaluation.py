@@ -1,15 +1,15 @@
 """Before/after evaluation (`spec.evaluation`): the task's metrics on the held-out rows, over all ranks.
 
 Called by the recipe: `score` once on the base model (before a checkpoint is restored, so a resumed run still
-scores the base) and once on the trained model. Each rank scores its share of the rows (`rows[rank::world]`) and
-adds up counts: the summed loss and the number of scored tokens (causal-lm) or rows (classification), and the
-rows classified right. One all-reduce of the sums, then the metrics are computed from the totals, so a 2-rank run
-reports what a 1-rank run does. Every rank runs the same number of forward passes (ranks short of rows run one
-row with weight 0), as DeepSpeed ZeRO-3 needs: each forward gathers the sharded weights collectively.
+scores the base) and once on the trained model; the periodic `training.evalSteps` loss uses `score` too, without a
+scorer. Each rank runs its share of the rows (`rows[rank::world]`), adds up the summed loss and the items it
+averages over (trained tokens for causal-lm and seq2seq, rows for classification and QA), and, with a scorer
+(`scoring`), predicts each of its rows. One gather of the sums and the predictions, then the metrics are computed on
+every rank from all the rows in their order, as one process would compute them: a 2-rank run reports what a 1-rank
+run does. Every rank runs the same number of forward passes and generations (ranks short of rows run one row whose
+results are dropped), as DeepSpeed ZeRO-3 needs: each forward gathers the sharded weights collectively.
 
-causal-lm: loss (mean over the trained tokens) and perplexity = exp(loss). sequence-classification: accuracy and
-loss. The other tasks get their loss only (the periodic `training.evalSteps` loss uses `score` too); macro-F1 and
-their own metrics are not computed yet (scikit-learn is not a dependency of the image).
+Loss is the mean over the items; perplexity = exp(loss). The other metrics and their libraries: `scoring`.
 """
 
 from __future__ import annotations
@@ -23,26 +23,26 @@ from finetune_operator.api.evaluation import EvalMetric, result_key
 
 from finetune_trainer import distributed, tasks
 from finetune_trainer.data import DataError
+from finetune_trainer.scoring import Scorer
 from finetune_trainer.sft import Features
 
+PER_ROW_LOSS = ("sequence-classification", "question-answering")
+"""Tasks with one loss per row (question answering: its start and end averaged), not one per token."""
 
-def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float, float]:
-    """(summed loss, items the loss averages over, items classified right) of one batch of `task`."""
-    if task == "sequence-classification":  # one label per row
-        labels = batch["labels"]
-        right = float((outputs.logits.argmax(dim=-1) == labels).sum())
-        return float(outputs.loss) * len(labels), float(len(labels)), right
-    if task == "question-answering":  # the loss averages the span's start and end over the rows
+
+def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(summed loss, items the loss averages over) of one batch of `task`."""
+    if task in PER_ROW_LOSS:
         rows = float(len(batch["input_ids"]))
-        return float(outputs.loss) * rows, rows, 0.0
+        return float(outputs.loss) * rows, rows
     scored = batch["labels"][..., 1:] if task == "causal-lm" else batch["labels"]  # causal-lm shifts by one
     tokens = float((scored != tasks.IGNORE).sum())
-    return (float(outputs.loss) * tokens if tokens else 0.0), tokens, 0.0
+    return (float(outputs.loss) * tokens if tokens else 0.0), tokens
 
 
-def _metrics(loss_sum: float, items: float, right: float) -> dict[str, float]:
-    loss = loss_sum / items
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": right / items}
+def _in_row_order(shards: list[list[Any]]) -> list[Any]:
+    """Rank r predicted rows r, r + world, r + 2·world, …: interleave the shards back into row order."""
+    return [shard[i] for i in range(max(map(len, shards), default=0)) for shard in shards if i < len(shard)]
 
 
 def score(
@@ -52,26 +52,34 @@ def score(
     world: distributed.World,
     batch_size: int,
     collate: Callable[[list[Features]], dict[str, torch.Tensor]],
+    scorer: Scorer | None = None,
 ) -> dict[str, float]:
-    """Every metric of `_metrics` on `rows` of `task`, from the outputs of `forward` on the batches `collate` makes (on the
-    model's device), summed over all ranks. A collective: every rank must call it."""
+    """loss and perplexity on `rows` of `task`, from the outputs of `forward` on the batches `collate` makes (on
+    the model's device), and the metrics of `scorer`, over all ranks. A collective: every rank must call it."""
     shard = rows[world.rank :: world.size]
     batches = math.ceil(math.ceil(len(rows) / world.size) / batch_size)
-    totals = [0.0, 0.0, 0.0]
+    loss_sum, items, predicted = 0.0, 0.0, list[Any]()
     with torch.no_grad():
         for index in range(batches):
             part = shard[index * batch_size : (index + 1) * batch_size]
             batch = collate(part or rows[:1])
-            counts = _counts(task, forward(batch), batch)
+            outputs = forward(batch)
+            counts = _counts(task, outputs, batch)
+            guesses = scorer.predict(outputs, batch) if scorer else []
             if part:
-                totals = [t + c for t, c in zip(totals, counts, strict=True)]
-    loss_sum, items, right = distributed.sum_over_ranks(totals)
+                loss_sum, items, predicted = loss_sum + counts[0], items + counts[1], predicted + guesses
+    gathered = distributed.gather_objects((loss_sum, items, predicted))
+    loss_sum, items = sum(g[0] for g in gathered), sum(g[1] for g in gathered)
     if not items:
         raise DataError(
             "evaluation: the held-out rows have no trained tokens to score; raise dataset.validationSplit "
             "or training.maxSeqLength"
         )
-    return _metrics(loss_sum, items, right)
+    loss = loss_sum / items
+    scores = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+    if scorer:
+        scores.update(scorer.compute(_in_row_order([g[2] for g in gathered])))
+    return scores
 
 
 def report(

@@ -17,8 +17,8 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 - SIGTERM (suspension, preemption, node drain): all ranks agree on the step to stop at, save a checkpoint there and
   exit with `ExitCode.INTERRUPTED`, so a restart loses no finished step.
 - Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
-- Before/after evaluation (`spec.evaluation`): the base model and the result scored on the held-out rows
-  (`evaluation.py`), reported as `eval_before_<metric>` / `eval_after_<metric>`.
+- Before/after evaluation (`spec.evaluation`): the base model and the result scored on the held-out rows with the
+  task's metrics (`evaluation.py`, `scoring.py`), reported as `eval_before_<metric>` / `eval_after_<metric>`.
 - Output: adapter or model, optional merged model, `manifest.json` with digests (`output.py`).
 """
 
@@ -47,6 +47,7 @@ from finetune_trainer import (
     model,
     output,
     ownership,
+    scoring,
     storage,
     tasks,
     templates,
@@ -134,6 +135,7 @@ class FineTuneRecipe:
         encode = (self.tokenizer, self.spec.task, self.spec.dataset.columns, max_len)
         train, evals = (tasks.encode_all(rows, *encode) for rows in (splits.train, splits.eval))
         self.train_set, self.eval_set = train.examples, evals.examples
+        self.eval_rows, self.max_len = splits.eval, max_len  # what `spec.evaluation`'s references come from
         # causal-lm: the rows cut to fit, counted as `finetune validate --data` counts them.
         if train.too_long is not None and evals.too_long is not None:
             too_long = train.too_long + evals.too_long
@@ -240,11 +242,14 @@ class FineTuneRecipe:
         """Loss over all the held-out rows (every rank scores its share; see `evaluation.score`)."""
         return self._held_out_scores(self.eval_set)["loss"]
 
-    def _held_out_scores(self, rows: list[tasks.Features]) -> dict[str, float]:
+    def _held_out_scores(
+        self, rows: list[tasks.Features], scorer: scoring.Scorer | None = None
+    ) -> dict[str, float]:
         self.engine.module.eval()
         scores = evaluation.score(
             self.spec.task.type, self.engine.outputs, rows, self.world, self.spec.training.per_device_batch_size,
             lambda part: _to_device(tasks.collate(part, self.tokenizer.pad_token_id), self.placement.device),
+            scorer,
         )  # fmt: skip
         self.engine.module.train()
         return scores
@@ -255,8 +260,10 @@ class FineTuneRecipe:
         if not wanted.enabled:
             return {}
         rows = self.eval_set[: wanted.max_samples]
+        scorer = scoring.scorer_for(self.spec, self.eval_rows[: wanted.max_samples], rows, self.tokenizer,
+                                    self.engine.generate, self.max_len)  # fmt: skip
         reported = evaluation.report(
-            phase, self._held_out_scores(rows), wanted.metrics_for(self.spec.task.type)
+            phase, self._held_out_scores(rows, scorer), wanted.metrics_for(self.spec.task.type)
         )
         self.reporter.event("evaluation", phase=phase, rows=len(rows), **reported)
         return reported

@@ -87,6 +87,18 @@ def _first_answer(answers: Record) -> tuple[str, int]:
     return text, start
 
 
+def encode_question_and_context(row: Record, tokenizer: Any, columns: ColumnMapping, max_len: int) -> Any:
+    """The question and the (possibly cut) context as one sequence, with each token's character span
+    (`offset_mapping`) and `sequence_ids()` (1 for context tokens): how QA rows are encoded and answers read back."""
+    return tokenizer(
+        row[columns.question],
+        row[columns.context],
+        truncation="only_second",
+        max_length=max_len,
+        return_offsets_mapping=True,
+    )
+
+
 def encode_question_answering(
     row: Record, tokenizer: Any, task: TaskSpec, columns: ColumnMapping, max_len: int
 ) -> Features:
@@ -94,13 +106,7 @@ def encode_question_answering(
     text, start_char = _first_answer(row[columns.answers])
     if row[columns.context][start_char : start_char + len(text)] != text:
         raise DataError(f"answer {text!r} is not at answer_start {start_char} of the context")
-    encoded = tokenizer(
-        row[columns.question],
-        row[columns.context],
-        truncation="only_second",
-        max_length=max_len,
-        return_offsets_mapping=True,
-    )
+    encoded = encode_question_and_context(row, tokenizer, columns, max_len)
     offsets, sequence = encoded.pop("offset_mapping"), encoded.sequence_ids()
     end_char, start, end = start_char + len(text), 0, 0
     for index, (span, seq) in enumerate(zip(offsets, sequence, strict=True)):

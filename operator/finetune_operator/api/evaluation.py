@@ -8,19 +8,36 @@ from pydantic import Field
 
 from finetune_operator.api.base import ApiModel
 
-EvalMetric = Literal["loss", "perplexity", "accuracy"]
+EvalMetric = Literal[
+    "loss", "perplexity", "accuracy", "macro_f1", "precision", "recall", "f1", "bleu", "chrf", "exact_match"
+]
 
 TASK_METRICS: dict[str, tuple[EvalMetric, ...]] = {
     "causal-lm": ("loss", "perplexity"),
-    "sequence-classification": ("accuracy", "loss"),
+    "sequence-classification": ("accuracy", "macro_f1", "loss"),
+    "token-classification": ("precision", "recall", "f1", "loss"),
+    "seq2seq": ("bleu", "chrf", "loss"),
+    "question-answering": ("exact_match", "f1", "loss"),
 }
-"""task.type → the metrics evaluation supports for it; other tasks are not evaluated yet."""
+"""task.type → the metrics evaluation supports for it."""
 
 DEFAULT_METRICS: dict[str, tuple[EvalMetric, ...]] = {
     "causal-lm": ("loss", "perplexity"),
-    "sequence-classification": ("accuracy",),
+    "sequence-classification": ("accuracy", "macro_f1"),
+    "token-classification": ("precision", "recall", "f1"),
+    "seq2seq": ("bleu", "chrf"),
+    "question-answering": ("exact_match", "f1"),
 }
 """task.type → the metrics reported when `evaluation.metrics` is unset."""
+
+DEFAULT_MAX_NEW_TOKENS = 64
+"""`evaluation.maxNewTokens` when unset."""
+
+ENTITY_TAG = r"^(O|[BIES]-.+)$"
+"""The label names entity-level metrics (seqeval) can read: O, or B-/I-/E-/S- and the entity type."""
+
+ENTITY_METRICS: tuple[EvalMetric, ...] = ("precision", "recall", "f1")
+"""token-classification metrics computed over entities (seqeval), which need BIO label names."""
 
 
 class EvaluationSpec(ApiModel):
@@ -31,8 +48,7 @@ class EvaluationSpec(ApiModel):
         description=(
             "Evaluate the base model before training and the result after it, on the held-out rows "
             "(dataset.validationSplit, which must then be > 0). Results are reported as eval_before_<metric> and "
-            "eval_after_<metric> in manifest.json and status.result.metrics. Supported for task.type causal-lm "
-            "and sequence-classification."
+            "eval_after_<metric> in manifest.json and status.result.metrics."
         ),
     )
     metrics: list[EvalMetric] | None = Field(
@@ -40,14 +56,25 @@ class EvaluationSpec(ApiModel):
         min_length=1,
         max_length=8,
         description=(
-            "Which metrics to report. causal-lm: loss, perplexity (exp of the loss); default both. "
-            "sequence-classification: accuracy, loss; default accuracy."
+            "Which metrics to report; default: the task's usual ones (marked *). causal-lm: loss*, perplexity* "
+            "(exp of the loss). sequence-classification: accuracy*, macro_f1* (scikit-learn), loss. "
+            "token-classification: precision*, recall*, f1* over entities (seqeval; task.labels must be BIO tags "
+            "such as O, B-PER, I-PER), loss. seq2seq: bleu*, chrf* (sacreBLEU, 0-100, on greedy generations), "
+            "loss. question-answering: exact_match*, f1* (SQuAD's answer normalisation, 0-1), loss. Ratios are "
+            "0-1 except bleu and chrf."
         ),
     )
     max_samples: int | None = Field(
         default=None,
         ge=1,
         description="Evaluate on at most this many held-out rows (the first ones of the seeded shuffle).",
+    )
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description=f"seq2seq: the most tokens a greedy generation may have (bleu and chrf score them); default "
+        f"{DEFAULT_MAX_NEW_TOKENS}.",
     )
 
     def metrics_for(self, task: str) -> tuple[EvalMetric, ...]:

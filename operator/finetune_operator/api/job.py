@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -10,7 +11,7 @@ from pydantic.config import JsonDict
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import DNS_SUBDOMAIN
 from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.evaluation import TASK_METRICS, EvaluationSpec
+from finetune_operator.api.evaluation import ENTITY_METRICS, ENTITY_TAG, TASK_METRICS, EvaluationSpec
 from finetune_operator.api.model import MethodSpec, ModelSpec
 from finetune_operator.api.output import OutputSpec, RunPolicy
 from finetune_operator.api.placement import ResourcesSpec
@@ -66,6 +67,16 @@ def _eval_metrics_rule(task: str) -> Rule:
         cel=f"self.task.type != '{task}' || !has(self.evaluation.metrics) "
         f"|| self.evaluation.metrics.all(m, m in {_cel_list(allowed)})",
     )
+
+
+def _entity_tags_ok(spec: FineTuneJobSpec) -> bool:
+    """False when entity-level metrics would be computed from labels that are not BIO tags."""
+    task, evaluation = spec.task, spec.evaluation
+    if task.type != "token-classification" or not evaluation.enabled or task.labels is None:
+        return True
+    if not set(evaluation.metrics_for(task.type)) & set(ENTITY_METRICS):
+        return True
+    return all(re.match(ENTITY_TAG, label) for label in task.labels)
 
 
 def _gpus(spec: FineTuneJobSpec) -> int | None:
@@ -137,13 +148,20 @@ class FineTuneJobSpec(ApiModel):
             check=lambda s: not s.evaluation.enabled or s.dataset.validation_split > 0,
             cel="!self.evaluation.enabled || self.dataset.validationSplit > 0.0",
         ),
-        Rule(
-            field="evaluation.enabled",
-            message=f"evaluation supports task.type {', '.join(TASK_METRICS)} so far; set evaluation.enabled false",
-            check=lambda s: not s.evaluation.enabled or s.task.type in TASK_METRICS,
-            cel=f"!self.evaluation.enabled || self.task.type in {_cel_list(tuple(TASK_METRICS))}",
-        ),
         *(_eval_metrics_rule(task) for task in TASK_METRICS),
+        Rule(
+            field="task.labels",
+            message="entity-level evaluation (seqeval) reads task.labels as BIO tags: O, B-<type>, I-<type> (or E-, "
+            "S-); rename the labels, or set evaluation.metrics to [loss]",
+            check=_entity_tags_ok,
+            server=False,  # a regex over up to 10,000 label names of any length is beyond CEL's cost budget
+        ),
+        Rule(
+            field="evaluation.maxNewTokens",
+            message="evaluation.maxNewTokens bounds the generations of task.type seq2seq only; remove it",
+            check=lambda s: s.evaluation.max_new_tokens is None or s.task.type == "seq2seq",
+            cel="!has(self.evaluation.maxNewTokens) || self.task.type == 'seq2seq'",
+        ),
         Rule(
             field="training.optimizer",
             message="DeepSpeed ZeRO (zeroStage 1-3, and its CPU offload) runs training.optimizer adamw only; set "
