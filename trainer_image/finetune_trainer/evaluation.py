@@ -21,12 +21,12 @@ from typing import Any, Literal
 import torch
 from finetune_operator.api.evaluation import EvalMetric, result_key
 
-from finetune_trainer import distributed, tasks
+from finetune_trainer import batching, distributed, tasks
 from finetune_trainer.data import DataError
 from finetune_trainer.sft import Features
 
 
-def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float, float]:
+def _counts(task: str, outputs: Any, batch: batching.Batch) -> tuple[float, float, float]:
     """(summed loss, items the loss averages over, items classified right) of one batch of `task`."""
     if task == "sequence-classification":  # one label per row
         labels = batch["labels"]
@@ -35,8 +35,10 @@ def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[fl
     if task == "question-answering":  # the loss averages the span's start and end over the rows
         rows = float(len(batch["input_ids"]))
         return float(outputs.loss) * rows, rows, 0.0
-    scored = batch["labels"][..., 1:] if task == "causal-lm" else batch["labels"]  # causal-lm shifts by one
-    tokens = float((scored != tasks.IGNORE).sum())
+    if task == "causal-lm":  # the model shifts labels by one (or `batching` did)
+        tokens = float(batching.scored_tokens(batch))
+    else:
+        tokens = float((batch["labels"] != tasks.IGNORE).sum())
     return (float(outputs.loss) * tokens if tokens else 0.0), tokens, 0.0
 
 
@@ -47,11 +49,11 @@ def _metrics(loss_sum: float, items: float, right: float) -> dict[str, float]:
 
 def score(
     task: str,
-    forward: Callable[[dict[str, torch.Tensor]], Any],
+    forward: Callable[[batching.Batch], Any],
     rows: list[Features],
     world: distributed.World,
     batch_size: int,
-    collate: Callable[[list[Features]], dict[str, torch.Tensor]],
+    collate: Callable[[list[Features]], batching.Batch],
 ) -> dict[str, float]:
     """Every metric of `_metrics` on `rows` of `task`, from the outputs of `forward` on the batches `collate` makes (on the
     model's device), summed over all ranks. A collective: every rank must call it."""
