@@ -265,6 +265,20 @@ INVALID_SPECS: list[InvalidSpec] = [
         {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "training": {"packing": True}},
     ),
     _case(
+        "padding-free-classification",
+        "spec.training.batching",
+        {
+            "task": {"type": "sequence-classification", "labels": ["a", "b"]},
+            "training": {"batching": "padding-free"},
+        },
+    ),
+    _case("batching-unknown", "spec.training.batching", {"training": {"batching": "bucketed"}}),
+    _case(
+        "packing-padded",
+        "spec.training.batching",
+        {"training": {"packing": True, "batching": "length-grouped"}},
+    ),
+    _case(
         "shape-on-classification",
         "spec.dataset.shape",
         {"task": {"type": "sequence-classification", "labels": ["a", "b"]}, "dataset": {"shape": "text"}},

@@ -1,4 +1,5 @@
-"""Loop features: evaluation on a held-out split, gradient checkpointing, packing, plain DDP over two processes."""
+"""Loop features: evaluation on a held-out split, gradient checkpointing, plain DDP over two processes (packing:
+`test_batching.py`)."""
 
 from __future__ import annotations
 
@@ -35,16 +36,6 @@ def test_gradient_checkpointing_does_not_change_the_numbers(train: Callable[...,
     assert checkpointed.rc == 0, checkpointed.summary
     for step, loss in plain.losses.items():
         assert checkpointed.losses[step] == pytest.approx(loss, rel=1e-5)
-
-
-def test_packing_fills_whole_windows(train: Callable[..., Run]) -> None:
-    run = train({**LLAMA_JOB, "training": {"packing": True, "maxSeqLength": 16, "perDeviceBatchSize": 2,
-                                           "maxSteps": 10}}, INSTRUCTIONS * 2)  # fmt: skip
-
-    assert run.rc == 0, run.summary
-    assert run.event("start")["train_examples"] < 16  # fewer, fuller sequences than rows
-    assert run.summary["metrics"]["tokens"] == 10 * 2 * 16  # every position is a real token
-    assert run.losses[10] < run.losses[1]
 
 
 def test_ddp_over_two_processes(tmp_path: Path) -> None:

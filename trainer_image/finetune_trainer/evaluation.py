@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from finetune_operator.api.evaluation import EvalMetric, result_key
 
-from finetune_trainer import distributed, tasks
+from finetune_trainer import batching, distributed, tasks
 from finetune_trainer.data import DataError
 from finetune_trainer.scoring import Scorer
 from finetune_trainer.sft import Features
@@ -30,13 +30,15 @@ PER_ROW_LOSS = ("sequence-classification", "question-answering")
 """Tasks with one loss per row (question answering: its start and end averaged), not one per token."""
 
 
-def _counts(task: str, outputs: Any, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+def _counts(task: str, outputs: Any, batch: batching.Batch) -> tuple[float, float]:
     """(summed loss, items the loss averages over) of one batch of `task`."""
     if task in PER_ROW_LOSS:
         rows = float(len(batch["input_ids"]))
         return float(outputs.loss) * rows, rows
-    scored = batch["labels"][..., 1:] if task == "causal-lm" else batch["labels"]  # causal-lm shifts by one
-    tokens = float((scored != tasks.IGNORE).sum())
+    if task == "causal-lm":  # the model shifts labels by one (or `batching` did)
+        tokens = float(batching.scored_tokens(batch))
+    else:
+        tokens = float((batch["labels"] != tasks.IGNORE).sum())
     return (float(outputs.loss) * tokens if tokens else 0.0), tokens
 
 
@@ -47,11 +49,11 @@ def _in_row_order(shards: list[list[Any]]) -> list[Any]:
 
 def score(
     task: str,
-    forward: Callable[[dict[str, torch.Tensor]], Any],
+    forward: Callable[[batching.Batch], Any],
     rows: list[Features],
     world: distributed.World,
     batch_size: int,
-    collate: Callable[[list[Features]], dict[str, torch.Tensor]],
+    collate: Callable[[list[Features]], batching.Batch],
     scorer: Scorer | None = None,
 ) -> dict[str, float]:
     """loss and perplexity on `rows` of `task`, from the outputs of `forward` on the batches `collate` makes (on

@@ -9,7 +9,9 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 - Task: `task.type` causal-lm (prompt/completion or chat messages, loss on the answer only), sequence- and
   token-classification, seq2seq, question-answering (`tasks.py`); data checked up front (`data.py`), and
   causal-lm rows longer than `training.maxSeqLength` counted (the `lengths` log line, `manifest.json`).
-- Loop: `training.*`: accumulation, clipping, schedule, precision with autocast, gradient checkpointing, packing.
+- Loop: `training.*`: accumulation, clipping, schedule, precision with autocast, gradient checkpointing.
+- Batching: padding-free, length-grouped or padded micro-batches, packing, and the LM head only on trained positions
+  (`batching.py`; `training.batching`, `training.packing`), checked on the model before training.
 - Distribution: DDP over `torchrun` processes, or DeepSpeed ZeRO 0-3 with CPU offload (`distributed.deepspeed`).
 - Checkpoints: every `training.checkpoint_steps`; a restarted run resumes from the newest complete one and ends at
   exactly the configured step (`checkpoint.py`, `run_policy.resume_from_checkpoint`); another run's checkpoints
@@ -38,6 +40,7 @@ import torch
 from finetune_operator.api.trainer import ExitCode, TerminationMessage, TrainerConfig, failed
 
 from finetune_trainer import (
+    batching,
     checkpoint,
     data,
     distributed,
@@ -54,9 +57,13 @@ from finetune_trainer import (
 )
 from finetune_trainer.checkpoint import Position
 
-INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (data.DataError, ownership.CheckpointMismatch)
-"""Failures no retry can fix: the dataset's content (a bad row, too few rows, an unknown format), or another run's
-checkpoints or result in this run's folders. They exit with
+INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    data.DataError,
+    ownership.CheckpointMismatch,
+    batching.UnsupportedBatchingError,
+)
+"""Failures no retry can fix: the dataset's content (a bad row, too few rows, an unknown format), another run's
+checkpoints or result in this run's folders, or a batching the model's attention cannot do. They exit with
 `ExitCode.INVALID_CONFIG`, as a config that does not validate does (`__main__`), so the Job fails at once. Everything
 else (unreachable storage, the hub, memory, library errors) exits `ExitCode.FAILED` and is retried."""
 
@@ -112,6 +119,7 @@ class FineTuneRecipe:
         self.engine = engine.build_engine(
             net, self.spec, self.placement, self.world, self.ds_config, self.total_steps
         )
+        self.layout = self._choose_layout()
         self.eval_scores = self._score(
             "before"
         )  # before a restore: a resumed run still scores the base model
@@ -121,7 +129,8 @@ class FineTuneRecipe:
         self.position = restored or Position(step=0, epoch=0, micro_batch=0, tokens=0)
         self.saved_step = self.position.step  # the newest step a restart would resume from (0: none)
         self.reporter.event("start", total_steps=self.total_steps, resumed_from=restored and restored.step,
-                            train_examples=len(self.train_set), world_size=self.world.size)  # fmt: skip
+                            train_examples=len(self.train_set), world_size=self.world.size,
+                            batching=self.layout.name, trained_head_only=self.layout.trained_head)  # fmt: skip
 
     def _setup_data(self) -> None:
         path = storage.resolve_dataset(self.spec.dataset, self.cfg.paths)
@@ -143,7 +152,26 @@ class FineTuneRecipe:
             self.reporter.event("lengths", max_seq_length=max_len, truncated=len(too_long),
                                 rows=too_long[:LISTED_TOO_LONG])  # fmt: skip
         if self.spec.training.packing:
-            self.train_set = tasks.pack(self.train_set, max_len)
+            self.train_set = batching.pack(self.train_set, max_len)
+
+    def _choose_layout(self) -> batching.Layout:
+        """`training.batching` resolved on this model: causal-lm runs `batching.probe` on every rank (in eval mode),
+        and all ranks take padding-free or the head-only loss only if every rank found it supported."""
+        training, support = self.spec.training, None
+        if self.spec.task.type == "causal-lm":
+            self.engine.module.eval()
+            found = batching.probe(self._forward, self.train_set, self.tokenizer.pad_token_id)
+            self.engine.module.train()
+            support = batching.Support(
+                *(not distributed.any_rank(not ok) for ok in (found.flat, found.trained_head))
+            )
+        layout, why = batching.resolve(training.batching, training.packing, self.spec.task.type, support)
+        if why is not None:
+            self.reporter.event("warning", message=why)
+        return layout
+
+    def _forward(self, batch: batching.Batch) -> Any:
+        return self.engine.outputs(_to_device(batch, self.placement.device))
 
     def _plan_steps(self) -> int:
         """Optimizer steps for the run; also fixes the micro-batches per epoch that the data order uses."""
@@ -159,16 +187,20 @@ class FineTuneRecipe:
             return self.cfg.max_steps_override
         return training.max_steps or math.ceil((training.epochs or 1.0) * self.steps_per_epoch)
 
-    def _micro_batches(self, epoch: int, start: int) -> Iterator[dict[str, torch.Tensor]]:
+    def _micro_batches(self, epoch: int, start: int) -> Iterator[batching.Batch]:
         """This rank's micro-batches of `epoch` from index `start`: a pure function of (seed, epoch, rank)."""
-        generator = torch.Generator().manual_seed(self.spec.training.seed + epoch)
-        order = torch.randperm(len(self.train_set), generator=generator).tolist()[
-            self.world.rank :: self.world.size
-        ]
-        size = self.spec.training.per_device_batch_size
+        size, world = self.spec.training.per_device_batch_size, self.world
+        lengths = [len(row["input_ids"]) for row in self.train_set]
+        order = batching.epoch_order(
+            lengths, self.spec.training.seed + epoch, world.size, size, self.layout.grouped
+        )
+        mine = order[world.rank :: world.size]
         for index in range(start, self.steps_per_epoch * self.spec.training.gradient_accumulation_steps):
-            rows = [self.train_set[i] for i in order[index * size : (index + 1) * size]]
-            yield _to_device(tasks.collate(rows, self.tokenizer.pad_token_id), self.placement.device)
+            rows = [self.train_set[i] for i in mine[index * size : (index + 1) * size]]
+            yield _to_device(self._collate(rows), self.placement.device)
+
+    def _collate(self, rows: list[tasks.Features]) -> batching.Batch:
+        return self.layout.collate(rows, self.tokenizer.pad_token_id)
 
     def train(self) -> None:
         """Run optimizer steps from the restored position to `total_steps`, evaluating and checkpointing."""
@@ -218,7 +250,7 @@ class FineTuneRecipe:
             f"stopped by SIGTERM at step {pos.step} of {self.total_steps}; a restart resumes there"
         )
 
-    def _train_step(self, window: list[dict[str, torch.Tensor]]) -> tuple[float, float, int]:
+    def _train_step(self, window: list[batching.Batch]) -> tuple[float, float, int]:
         """One optimizer step over `window` micro-batches; returns (mean loss over ranks, grad norm, tokens)."""
         total = torch.zeros((), device=self.placement.device)
         for index, batch in enumerate(window):
@@ -228,7 +260,7 @@ class FineTuneRecipe:
                 self.engine.micro_step()
             total += loss.detach().float()
         grad_norm = self.engine.step()
-        tokens = sum(int(b["attention_mask"].sum()) for b in window) * self.world.size
+        tokens = sum(batching.real_tokens(b) for b in window) * self.world.size
         return distributed.mean_over_ranks(float(total) / len(window)), grad_norm, tokens
 
     def _maybe_evaluate(self, step: int) -> None:
@@ -248,7 +280,7 @@ class FineTuneRecipe:
         self.engine.module.eval()
         scores = evaluation.score(
             self.spec.task.type, self.engine.outputs, rows, self.world, self.spec.training.per_device_batch_size,
-            lambda part: _to_device(tasks.collate(part, self.tokenizer.pad_token_id), self.placement.device),
+            lambda part: _to_device(self._collate(part), self.placement.device),
             scorer,
         )  # fmt: skip
         self.engine.module.train()
@@ -309,8 +341,10 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+def _to_device(batch: batching.Batch, device: torch.device) -> batching.Batch:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
 
 
 def failure_summary(exc: BaseException) -> TerminationMessage:

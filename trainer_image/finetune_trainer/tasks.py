@@ -1,9 +1,10 @@
 """The five training objectives: how a validated row becomes token ids and labels, and how rows become batches.
 
-Called by the recipe's `_setup_data` (`encode_all`, which also lists the causal-lm rows cut to fit; `pack`) and its
-loop (`collate`); `model.load_model` reads `MODEL_CLASSES` and `PEFT_TASK_TYPES`. Rows reaching here passed
-`data.validate`, so fields exist with the right types. Labels use -100 for positions the loss ignores: sub-word
-continuations in token classification, and in causal-lm (encoded by `sft`) the tokens `task.lossOn` does not train.
+Called by the recipe's `_setup_data` (`encode_all`, which also lists the causal-lm rows cut to fit) and by
+`batching` (`collate`, the padded layout); `model.load_model` reads `MODEL_CLASSES` and `PEFT_TASK_TYPES`. Rows
+reaching here passed `data.validate`, so fields exist with the right types. Labels use -100 for positions the loss
+ignores: sub-word continuations in token classification, and in causal-lm (encoded by `sft`) the tokens
+`task.lossOn` does not train.
 """
 
 from __future__ import annotations
@@ -160,17 +161,6 @@ def encode_all(
         if length > max_len:
             too_long.append(f"{row.where}: {length} tokens")
     return Encoded(examples, too_long if measured else None)
-
-
-def pack(examples: list[Features], max_len: int) -> list[Features]:
-    """causal-lm packing: concatenate examples and cut the stream into full windows of `max_len` tokens."""
-    ids = [t for e in examples for t in e["input_ids"]]
-    labels = [t for e in examples for t in e["labels"]]
-    windows = range(0, len(ids) - max_len + 1, max_len)
-    packed = [{"input_ids": ids[i : i + max_len], "labels": labels[i : i + max_len]} for i in windows]
-    if not packed:
-        raise DataError(f"packing needs at least {max_len} tokens of data, got {len(ids)}")
-    return packed
 
 
 _PAD_LABEL = {"labels": IGNORE}

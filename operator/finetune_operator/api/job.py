@@ -114,6 +114,13 @@ class FineTuneJobSpec(ApiModel):
             cel="!self.training.packing || self.task.type == 'causal-lm'",
         ),
         Rule(
+            field="training.batching",
+            message="training.batching padding-free only applies to task.type causal-lm; use auto, length-grouped "
+            "or padded",
+            check=lambda s: s.training.batching != "padding-free" or s.task.type == "causal-lm",
+            cel="self.training.batching != 'padding-free' || self.task.type == 'causal-lm'",
+        ),
+        Rule(
             field="dataset.shape",
             message="dataset.shape only applies to task.type causal-lm; remove it (the task names its columns)",
             check=lambda s: s.dataset.shape == "auto" or s.task.type == "causal-lm",

@@ -88,7 +88,22 @@ class TrainingSpec(ApiModel):
         description="Recompute activations in the backward pass: less memory, about 30% slower.",
     )
     packing: bool = Field(
-        default=False, description="causal-lm only: pack several short examples into each sequence."
+        default=False,
+        description=(
+            "causal-lm only: fill each sequence of up to maxSeqLength tokens with several whole examples (best fit), "
+            "so a micro-batch holds more rows. The examples stay apart: positions restart at each one and none "
+            "attends to another."
+        ),
+    )
+    batching: Literal["auto", "padding-free", "length-grouped", "padded"] = Field(
+        default="auto",
+        description=(
+            "How a micro-batch's rows are laid out. padding-free (causal-lm): the rows back to back in one sequence, "
+            "positions restarting at each, none attending to another, so no compute goes to padding. "
+            "length-grouped: rows of similar length batched together, padded to the longest. padded: rows in "
+            "random order, padded to the longest. auto: padding-free for causal-lm when the model's attention "
+            "keeps the rows apart (checked before training), else length-grouped; padded for other tasks."
+        ),
     )
     seed: int = Field(
         default=42, ge=0, le=2**31 - 1, description="Seed for data order, splits and initialisation."
@@ -116,6 +131,13 @@ class TrainingSpec(ApiModel):
             "constant-with-warmup to warm up",
             check=lambda t: t.lr_scheduler != "constant" or t.warmup_ratio == 0,
             cel="self.lrScheduler != 'constant' || self.warmupRatio == 0.0",
+        ),
+        Rule(
+            field="batching",
+            message="training.packing lays packed rows out padding-free; set training.batching auto or "
+            "padding-free, or packing false",
+            check=lambda t: not t.packing or t.batching in ("auto", "padding-free"),
+            cel="!self.packing || self.batching == 'auto' || self.batching == 'padding-free'",
         ),
     )
 
