@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,7 +126,7 @@ def kueue(kube: Kube, pytestconfig: pytest.Config) -> Iterator[KueueProcess]:
         pytestconfig,
         [str(ROOT / "hack" / "cluster" / "build.sh"), "--kueue"],
         KUEUE_BUILD_TIMEOUT_S,
-        capture_stdout=True,
+        stdout=subprocess.PIPE,
     )
     process = KueueProcess(
         kube, Path(bin_dir.splitlines()[-1]) / "kueue", ROOT / ".cache" / "integration" / "kueue"
