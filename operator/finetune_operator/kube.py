@@ -88,7 +88,7 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return {*(secret.data or {}), *(secret.string_data or {})}
+        return set(secret.data or {})  # stringData is write-only: the API server stores it in data
 
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the batch Job; False when it already exists (a restart or a stale cache: nothing duplicated)."""
