@@ -86,12 +86,17 @@ INVALID_SPECS: list[InvalidSpec] = [
     _case("model-neither", "spec.model.preset", {"model": {"preset": DELETE}}),
     _case("model-unknown-preset", "spec.model.preset", {"model": {"preset": "gpt-5"}}),
     _case("model-uri-bad-scheme", "spec.model.uri", {"model": {"preset": DELETE, "uri": "ftp://host/model"}}),
-    # s3:// and oci:// are refused until the trainer can read and write them (they would fail inside the pod).
-    _case("model-s3", "spec.model.uri", {"model": {"preset": DELETE, "uri": "s3://models/base-7b"}}),
     _case(
-        "model-oci",
+        "model-s3-bucket-too-short",
         "spec.model.uri",
-        {"model": {"preset": DELETE, "uri": "oci://registry.example.com/m/base:v1"}},
+        {"model": {"preset": DELETE, "uri": "s3://m/base"}},
+        False,
+    ),
+    _case(
+        "model-oci-no-repository",
+        "spec.model.uri",
+        {"model": {"preset": DELETE, "uri": "oci://registry.example.com"}},
+        server=False,
     ),
     _case(
         "model-uri-malformed-hf",
@@ -244,7 +249,7 @@ INVALID_SPECS: list[InvalidSpec] = [
         {"dataset": {"uri": "hf://org/data", "format": "jsonl"}},
     ),
     _case("dataset-split-on-a-file", "spec.dataset.split", {"dataset": {"split": "validation"}}),
-    _case("dataset-s3", "spec.dataset.uri", {"dataset": {"uri": "s3://corpora/train.jsonl"}}),
+    _case("dataset-oci", "spec.dataset.uri", {"dataset": {"uri": "oci://registry.example.com/data:v1"}}),
     _case("validation-split-too-big", "spec.dataset.validationSplit", {"dataset": {"validationSplit": 0.9}}),
     _case("max-samples-zero", "spec.dataset.maxSamples", {"dataset": {"maxSamples": 0}}),
     # training
@@ -450,8 +455,9 @@ INVALID_SPECS: list[InvalidSpec] = [
     # output and run policy
     _case("output-https", "spec.output.uri", {"output": {"uri": "https://example.com/upload"}}),
     _case("output-oci-malformed", "spec.output.uri", {"output": {"uri": "oci://Registry"}}),
-    _case("output-s3", "spec.output.uri", {"output": {"uri": "s3://models/out"}}),
-    _case("output-oci", "spec.output.uri", {"output": {"uri": "oci://registry.example.com/adapters/a:v1"}}),
+    _case(
+        "output-s3-uppercase-bucket", "spec.output.uri", {"output": {"uri": "s3://Models/out"}}, server=False
+    ),
     _case(
         "merge-adapter-full",
         "spec.output.mergeAdapter",

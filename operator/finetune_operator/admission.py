@@ -4,7 +4,8 @@ One rule set: what the API's models refuse (`api.parse`, the same lines the CRD'
 the GPU-fit verdict (`api.fit`), then what only a running operator can check:
 
 - every Secret the job names exists in the job's namespace and holds the key named (a `SecretRef` has no namespace
-  field, so a reference can never cross namespaces);
+  field, so a reference can never cross namespaces), and what its scheme needs: AWS_ACCESS_KEY_ID and
+  AWS_SECRET_ACCESS_KEY for s3://, `.dockerconfigjson` for oci:// (`api.references.missing_keys`);
 - every http(s) host resolves to public addresses only (the API refuses private literals; a name that resolves to
   10.0.0.5 or 169.254.169.254 is refused here). A host that does not resolve from the operator is a warning, not a
   refusal: the trainer resolves it again, and refuses it then, before downloading.
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 from finetune_operator import api
 from finetune_operator.api import fit
 from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.references import secret_refs, web_urls
+from finetune_operator.api.references import missing_keys, secret_refs, web_urls
 from finetune_operator.api.uris import resolved_problem
 
 SecretKeys = Callable[[str], Collection[str] | None]
@@ -86,9 +87,11 @@ def review(
 
 
 def secret_problems(spec: FineTuneJobSpec, namespace: str, secret_keys: SecretKeys) -> list[str]:
-    """A line for each Secret the job names that is missing from `namespace` or lacks the key named."""
+    """A line for each Secret the job names that is missing from `namespace`, lacks the key named, or lacks what
+    its URI's scheme needs."""
     problems = []
-    for name, ref in secret_refs(spec):
+    for use in secret_refs(spec):
+        name, ref = use.field, use.ref
         keys = secret_keys(ref.name)
         if keys is None:
             problems.append(
@@ -100,6 +103,8 @@ def secret_problems(spec: FineTuneJobSpec, namespace: str, secret_keys: SecretKe
                 f"{name}.key: Secret {ref.name!r} has no key {ref.key!r} (it has: "
                 f"{', '.join(sorted(keys)) or 'none'}); name one of them or add the key to the Secret"
             )
+        elif (problem := missing_keys(use, keys)) is not None:
+            problems.append(problem)
     return problems
 
 

@@ -206,8 +206,7 @@ class Reconciler:
         found = {"jobName": names.job(owner.name), "configMapName": names.config_map(owner.name)}
         if owner.job.spec.distributed.nodes > 1:
             found["serviceName"] = names.service(owner.name)
-        if (claim := storage.output_claim(owner)) is not None:
-            found["pvcName"] = claim
+        found["pvcName"] = storage.output_claim(owner)
         return found
 
     def write_progress(self, body: dict[str, Any], progress: dict[str, Any]) -> None:

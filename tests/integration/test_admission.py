@@ -23,7 +23,7 @@ import pytest
 import yaml
 from finetune_operator import api
 from finetune_operator.admission import resolve_host
-from finetune_operator.api.references import secret_refs
+from finetune_operator.api.references import DOCKER_CONFIG_KEY, S3_KEYS, secret_refs
 from finetune_operator.cli import validate_file
 from finetune_operator.handlers.admission import WEBHOOK_ID
 from kubernetes import client
@@ -147,10 +147,13 @@ def test_examples_are_admitted(webhook: Webhook, namespace: str, path: Path, tmp
     for doc in yaml.safe_load_all(path.read_text()):
         if not doc or doc.get("kind") != api.KIND:
             continue
-        for _, ref in secret_refs(api.parse(doc).spec):  # what the example expects the namespace to hold
-            data = {ref.key or "TOKEN": base64.b64encode(b"x").decode()}
+        for use in secret_refs(api.parse(doc).spec):  # what the example expects the namespace to hold
+            names = {"s3": S3_KEYS, "oci": (DOCKER_CONFIG_KEY,)}.get(use.scheme, (use.ref.key or "TOKEN",))
+            data = {key: base64.b64encode(b"x").decode() for key in names}
             try:
-                kube.core.create_namespaced_secret(namespace, {"metadata": {"name": ref.name}, "data": data})
+                kube.core.create_namespaced_secret(
+                    namespace, {"metadata": {"name": use.ref.name}, "data": data}
+                )
             except ApiException as exc:
                 assert exc.status == 409, exc
         assert validate_lines(doc, tmp_path) == []

@@ -19,9 +19,14 @@ from finetune_trainer import storage
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from tests.invalid_specs import INVALID_SPECS, InvalidSpec, merge, minimal_job
+from tests.invalid_specs import DELETE, INVALID_SPECS, InvalidSpec, merge, minimal_job
 
-SECRETS = {"hf": {"HF_TOKEN"}, "aws": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}}
+SECRETS = {
+    "hf": {"HF_TOKEN"},
+    "aws": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+    "aws-half": {"AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL"},
+    "pull": {".dockerconfigjson"},
+}
 
 
 def secret_keys(name: str) -> set[str] | None:
@@ -82,6 +87,39 @@ def test_every_secret_reference_is_checked_and_present_ones_pass() -> None:
     verdict = review(job(**spec), "default", secret_keys, resolve({}))
     assert [line.split(":")[0] for line in verdict.problems] == ["spec.output.pushSecretRef.name"]
     assert review(job(**spec), "default", None, None).problems == [], "offline: Secrets are not looked up"
+
+
+S3_MODEL = {"preset": DELETE, "uri": "s3://models/base"}
+OCI_OUTPUT = {"uri": "oci://registry.example.com/team/adapters:v1"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"model": {**S3_MODEL, "accessSecretRef": {"name": "aws-half"}}},
+         "spec.model.accessSecretRef.name: Secret 'aws-half' lacks AWS_SECRET_ACCESS_KEY, which s3:// needs; add "
+         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL, AWS_REGION for an S3-compatible store)"),
+        ({"model": {**S3_MODEL, "accessSecretRef": {"name": "aws", "key": "AWS_ACCESS_KEY_ID"}}},
+         "spec.model.accessSecretRef.key: s3:// reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the whole "
+         "Secret; remove key"),
+        ({"output": {**OCI_OUTPUT, "pushSecretRef": {"name": "aws"}}},
+         "spec.output.pushSecretRef.name: Secret 'aws' has no .dockerconfigjson key; oci:// needs a "
+         "kubernetes.io/dockerconfigjson Secret (kubectl create secret docker-registry aws "
+         "--docker-server=REGISTRY --docker-username=USER --docker-password=PASSWORD)"),
+    ],
+    ids=["s3-lacks-a-key", "s3-with-one-key", "oci-without-docker-config"],
+)  # fmt: skip
+def test_a_storage_secret_must_hold_what_its_scheme_needs(spec: dict[str, object], problem: str) -> None:
+    assert review(job(**spec), "default", secret_keys, resolve({})).problems == [problem]
+
+
+def test_storage_secrets_that_hold_what_their_scheme_needs_pass() -> None:
+    spec = {
+        "model": {**S3_MODEL, "accessSecretRef": {"name": "aws"}},
+        "dataset": {"uri": "s3://corpora/train.jsonl", "secretRef": {"name": "aws"}},
+        "output": {**OCI_OUTPUT, "pushSecretRef": {"name": "pull"}},
+    }
+    assert review(job(**spec), "default", secret_keys, resolve({})).problems == []
 
 
 @pytest.mark.parametrize("address", ["10.0.0.5", "169.254.169.254", "127.0.0.1", "fe80::1%eth0", "fd00::7"])

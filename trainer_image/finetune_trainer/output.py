@@ -5,14 +5,17 @@ are saved by peft as `adapter_model.safetensors` + `adapter_config.json`; full f
 The merged model is rebuilt from the unquantized base and the saved adapter, so QLoRA merges into full-precision
 weights rather than into 4-bit ones. `manifest.json` records which run trained what (`ownership.RunIdentity`),
 how, the final metrics and the sha256 of every file, and is the last file written: its presence means the output
-is complete. Its own sha256 is
-the artifact's digest in the termination message.
+is complete. Its own sha256 is the artifact's digest in the termination message.
+
+An s3:// or oci:// output is written to the output folder first (the pod's output volume, which also holds the
+checkpoints, so a restarted pod resumes), then published (`publish`): uploaded with the manifest last (`s3.py`) or
+pushed as one OCI artifact (`oci.py`). The termination message then names the exact location written and, for
+OCI, the manifest digest to pull by. `check_destination` fails a run whose destination refuses it before training.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -21,23 +24,17 @@ from typing import Any
 import peft
 import torch
 import transformers
+from finetune_operator.api.output import OutputSpec
 from finetune_operator.api.trainer import TerminationMessage, TrainerConfig
+from finetune_operator.api.uris import scheme_of
 
 from finetune_trainer import model as model_lib
 from finetune_trainer import ownership, tasks
 from finetune_trainer.distributed import is_rank_zero
+from finetune_trainer.remote import sha256_of
 
 MANIFEST = "manifest.json"
 MERGED_DIR = "merged"
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def digests(output_dir: Path, skip: Path) -> dict[str, str]:
@@ -125,4 +122,35 @@ def save_artifacts(
     save_model(module, state_dict, tokenizer, output_dir)
     if cfg.spec.output.merge_adapter:
         _save_merged(cfg, base_dir, output_dir, tokenizer)
-    return write_manifest(cfg, base_dir, metrics, data)
+    return publish(cfg, write_manifest(cfg, base_dir, metrics, data))
+
+
+def check_destination(output: OutputSpec) -> None:
+    """Before training: an s3:// bucket must exist and take the credentials; an oci:// registry must take them."""
+    uri = output.uri or ""
+    if scheme_of(uri) == "s3":
+        from finetune_trainer import s3
+
+        s3.check_bucket(uri, "output")
+    elif scheme_of(uri) == "oci":
+        from finetune_trainer import oci
+
+        oci.check(uri, "output")
+
+
+def publish(cfg: TrainerConfig, summary: TerminationMessage) -> TerminationMessage:
+    """Upload or push the written output (the files manifest.json lists, then the manifest) for s3:// and oci://;
+    the summary names the location written and the digest to fetch it by. pvc:// outputs are returned as they are."""
+    uri, output_dir = cfg.spec.output.uri or "", Path(cfg.paths.output_dir)
+    names = [*(summary.digests or {}), MANIFEST]
+    if scheme_of(uri) == "s3":
+        from finetune_trainer import s3
+
+        return summary.model_copy(update={"output": s3.upload(output_dir, names, uri, "output")})
+    if scheme_of(uri) == "oci":
+        from finetune_trainer import oci
+
+        kind = oci.MODEL_ARTIFACT_TYPE if cfg.spec.method.type == "full" else oci.ADAPTER_ARTIFACT_TYPE
+        location, digest = oci.push(output_dir, names, uri, "output", kind)
+        return summary.model_copy(update={"output": location, "digest": digest})
+    return summary

@@ -85,6 +85,9 @@ class FineTuneRecipe:
         self.identity = ownership.RunIdentity.of(cfg)
         checkpoints = checkpoint.complete_checkpoints(Path(cfg.paths.checkpoint_dir))
         ownership.check(self.identity, checkpoints, Path(cfg.paths.output_dir) / output.MANIFEST)
+        output.check_destination(
+            self.spec.output
+        )  # a refusing bucket or registry fails now, not after training
         self.stop = stop or distributed.StopSignal()
         # Before the process group exists: transformers' save_pretrained writes nothing on ranks other than 0 once
         # it does, and every node (each with its own cache) must be able to build or fetch the base model.

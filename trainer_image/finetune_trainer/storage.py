@@ -3,7 +3,8 @@
 Called by the recipe before it loads data or the model. Tiny presets are built by `tiny.build_tiny_preset`;
 hf:// goes through huggingface_hub / datasets into `paths.cache_dir`; http(s) files are downloaded there after the
 resolved address is checked to be public (the API only checks the literal host); pvc:// and configmap:// are
-volumes the operator mounts under `paths.data_dir`. A model folder is checked to hold a checkpoint before anything
+volumes the operator mounts under `paths.data_dir`; s3:// (`s3.py`) and oci:// (`oci.py`) are downloaded into
+`paths.cache_dir` with the role's credentials. A model folder is checked to hold a checkpoint before anything
 loads it. Failures raise `StorageError` naming the URI or folder and the cause.
 """
 
@@ -22,12 +23,15 @@ from finetune_operator.api.presets import PRESETS
 from finetune_operator.api.trainer import TrainerPaths
 from finetune_operator.api.uris import resolved_problem, scheme_of
 
+from finetune_trainer import remote
+
 DOWNLOAD_TIMEOUT_S = 60.0
 """Per-connection timeout for http(s) datasets: a stalled server fails the run instead of hanging it."""
 
 
-class StorageError(RuntimeError):
-    """A model or dataset location cannot be read; the message names the URI."""
+StorageError = remote.StorageError
+"""A model, dataset or output location cannot be read or written; the message names the URI (defined in `remote`,
+which the s3:// and oci:// transfers share)."""
 
 
 def _split_hf(uri: str) -> tuple[str, str | None]:
@@ -112,7 +116,20 @@ def resolve_model(model: ModelSpec, paths: TrainerPaths) -> Path:
         return check_model_dir(_fetch_hf_model(uri, paths))
     if scheme == "pvc":
         return check_model_dir(mounted(uri, paths))
-    raise StorageError(f"model {uri}: {scheme}:// models are not supported by this trainer image yet")
+    if scheme == "s3":
+        from finetune_trainer import s3
+
+        return check_model_dir(s3.download(uri, _cache_for(uri, paths, "s3"), "model"))
+    if scheme == "oci":
+        from finetune_trainer import oci
+
+        return check_model_dir(oci.pull(uri, Path(paths.cache_dir) / "oci", "model")[0])
+    raise StorageError(f"model {uri}: {scheme}:// models are not supported by this trainer image")
+
+
+def _cache_for(uri: str, paths: TrainerPaths, kind: str) -> Path:
+    """A download folder of its own for `uri` under the cache."""
+    return Path(paths.cache_dir) / kind / hashlib.sha256(uri.encode()).hexdigest()[:16]
 
 
 def _check_public(url: str) -> None:
@@ -171,6 +188,8 @@ def resolve_dataset(dataset: DatasetSpec, paths: TrainerPaths) -> Path:
         return _download(dataset.uri, paths)
     if scheme in ("pvc", "configmap"):
         return mounted(dataset.uri, paths)
-    raise StorageError(
-        f"dataset {dataset.uri}: {scheme}:// datasets are not supported by this trainer image yet"
-    )
+    if scheme == "s3":
+        from finetune_trainer import s3
+
+        return s3.download(dataset.uri, _cache_for(dataset.uri, paths, "s3"), "dataset")
+    raise StorageError(f"dataset {dataset.uri}: {scheme}:// datasets are not supported by this trainer image")

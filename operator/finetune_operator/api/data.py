@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import SecretRef
 from finetune_operator.api.presets import TaskType
-from finetune_operator.api.uris import DATASET_SCHEMES, check_uri, not_yet_rule
+from finetune_operator.api.uris import DATASET_SCHEMES, check_uri
 
 LABELLED_TASKS = ("sequence-classification", "token-classification")
 ROW_SHAPES = ("text", "prompt-completion", "conversational", "conversational-prompt-completion")
@@ -181,9 +181,9 @@ class DatasetSpec(ApiModel):
         json_schema_extra={"pattern": "^(hf|https?|s3|pvc|configmap)://"},
         description=(
             "Location of the data: hf://org/name[@revision] (a Hub dataset), https://… (a public file), "
-            "pvc://claim/path (a file or folder on a PersistentVolumeClaim) or configmap://name/key (small inline "
-            "data); s3://bucket/key is refused until the trainer supports it. http(s) URLs to loopback, link-local, "
-            "private or metadata addresses are refused."
+            "pvc://claim/path (a file or folder on a PersistentVolumeClaim), configmap://name/key (small inline "
+            "data) or s3://bucket/key (an object, or a prefix of parquet shards). http(s) URLs to loopback, "
+            "link-local, private or metadata addresses are refused."
         ),
     )
     format: Literal["jsonl", "json", "csv", "parquet", "hf"] | None = Field(
@@ -224,7 +224,11 @@ class DatasetSpec(ApiModel):
         description="Use at most this many training examples (after shuffling with `seed`).",
     )
     secret_ref: SecretRef | None = Field(
-        default=None, description="Secret with credentials to read the data (HF_TOKEN for hf://)."
+        default=None,
+        description=(
+            "Secret with credentials to read the data: HF_TOKEN for hf://; AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION) for s3://."
+        ),
     )
 
     @field_validator("uri")
@@ -252,5 +256,4 @@ class DatasetSpec(ApiModel):
             check=lambda d: d.split == "train" or d.uri.startswith("hf://"),
             cel="self.split == 'train' || self.uri.startsWith('hf://')",
         ),
-        not_yet_rule("uri", DATASET_SCHEMES, "use hf://, https://, pvc://claim/path or configmap://name/key"),
     )

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import SecretRef
 from finetune_operator.api.presets import MethodType, PresetName
-from finetune_operator.api.uris import MODEL_SCHEMES, check_uri, not_yet_rule
+from finetune_operator.api.uris import MODEL_SCHEMES, check_uri
 
 
 class ModelSpec(ApiModel):
@@ -28,9 +28,9 @@ class ModelSpec(ApiModel):
         max_length=2048,
         json_schema_extra={"pattern": "^(hf|pvc|s3|oci)://"},
         description=(
-            "Location of a Hugging Face-format checkpoint: hf://org/name[@revision] or pvc://claim/path "
-            "(s3://bucket/prefix and oci://registry/repository[:tag] are refused until the trainer supports them). "
-            "Mutually exclusive with `preset`."
+            "Location of a Hugging Face-format checkpoint: hf://org/name[@revision], pvc://claim/path, "
+            "s3://bucket/prefix (the folder save_pretrained wrote) or oci://registry/repository[:tag|@sha256:…] (an "
+            "ORAS artifact, one layer per file). Mutually exclusive with `preset`."
         ),
     )
     trust_remote_code: bool = Field(
@@ -41,7 +41,11 @@ class ModelSpec(ApiModel):
     )
     access_secret_ref: SecretRef | None = Field(
         default=None,
-        description="Secret with credentials to fetch the model (HF_TOKEN for hf://).",
+        description=(
+            "Secret with credentials to fetch the model: HF_TOKEN for hf://; AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (optionally AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION) for s3://; a "
+            "kubernetes.io/dockerconfigjson Secret for oci://."
+        ),
     )
 
     @field_validator("uri")
@@ -55,9 +59,6 @@ class ModelSpec(ApiModel):
             message="set exactly one of model.preset and model.uri",
             check=lambda m: (m.preset is None) != (m.uri is None),
             cel="has(self.preset) != has(self.uri)",
-        ),
-        not_yet_rule(
-            "uri", MODEL_SCHEMES, "use hf://org/name or copy the model to a PVC and use pvc://claim/path"
         ),
     )
 

@@ -6,7 +6,7 @@ from pydantic import Field, field_validator
 
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef
-from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri, not_yet_rule
+from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri
 
 
 class OutputSpec(ApiModel):
@@ -17,13 +17,19 @@ class OutputSpec(ApiModel):
         max_length=2048,
         json_schema_extra={"pattern": "^(pvc|oci|s3)://"},
         description=(
-            "Destination: pvc://claim/path (s3://bucket/prefix and oci://registry/repository:tag are refused until "
-            "the trainer can push to them). When unset, results go to a PersistentVolumeClaim the operator creates, "
-            "named after the job."
+            "Destination: pvc://claim/path, s3://bucket/prefix (manifest.json uploaded last) or "
+            "oci://registry/repository[:tag] (pushed as one ORAS artifact). When unset, or for s3:// and oci:// "
+            "(its checkpoints, so a restarted pod resumes, and the result before upload), results go to a "
+            "PersistentVolumeClaim the operator creates, named after the job."
         ),
     )
     push_secret_ref: SecretRef | None = Field(
-        default=None, description="Secret with credentials for the destination (registry auth or AWS_* keys)."
+        default=None,
+        description=(
+            "Secret with credentials for the destination: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally "
+            "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION) for s3://; a kubernetes.io/dockerconfigjson Secret "
+            "for oci://."
+        ),
     )
     merge_adapter: bool = Field(
         default=False,
@@ -34,14 +40,6 @@ class OutputSpec(ApiModel):
     @classmethod
     def _uri_scheme(cls, uri: str | None) -> str | None:
         return None if uri is None else check_uri(uri, OUTPUT_SCHEMES)
-
-    rules = (
-        not_yet_rule(
-            "uri",
-            OUTPUT_SCHEMES,
-            "use pvc://claim/path, or leave output.uri unset for a PVC named after the job",
-        ),
-    )
 
 
 class RunPolicy(ApiModel):

@@ -1,24 +1,68 @@
 """What a FineTuneJob refers to outside itself, each with the field that names it.
 
 Secrets (always in the job's own namespace: a `SecretRef` has no namespace) and http(s) URLs. The admission webhook
-checks them against the cluster and the network (`finetune_operator.admission`); the API alone cannot.
+checks them against the cluster and the network (`finetune_operator.admission`); the API alone cannot. What keys a
+Secret must hold follows from the scheme of the URI it is for (`missing_keys`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import NamedTuple
+
 from finetune_operator.api.common import SecretRef
 from finetune_operator.api.job import FineTuneJobSpec
+from finetune_operator.api.trainer import StorageRole
 from finetune_operator.api.uris import scheme_of
 
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+"""What an s3:// Secret must hold (AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_REGION are optional)."""
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+"""The key of a kubernetes.io/dockerconfigjson Secret: what an oci:// Secret must hold (unless it names another)."""
 
-def secret_refs(spec: FineTuneJobSpec) -> list[tuple[str, SecretRef]]:
-    """(field, reference) for each Secret the job names."""
-    named = (
-        ("spec.model.accessSecretRef", spec.model.access_secret_ref),
-        ("spec.dataset.secretRef", spec.dataset.secret_ref),
-        ("spec.output.pushSecretRef", spec.output.push_secret_ref),
+
+class SecretUse(NamedTuple):
+    """A Secret the job names: the field naming it, the reference, the storage role and the scheme it is for."""
+
+    field: str
+    ref: SecretRef
+    role: StorageRole
+    scheme: str
+
+
+def secret_refs(spec: FineTuneJobSpec) -> list[SecretUse]:
+    """Each Secret the job names, with the scheme of the URI it authenticates ("" for a preset model)."""
+    named: tuple[tuple[str, SecretRef | None, StorageRole, str | None], ...] = (
+        ("spec.model.accessSecretRef", spec.model.access_secret_ref, "model", spec.model.uri),
+        ("spec.dataset.secretRef", spec.dataset.secret_ref, "dataset", spec.dataset.uri),
+        ("spec.output.pushSecretRef", spec.output.push_secret_ref, "output", spec.output.uri),
     )
-    return [(field, ref) for field, ref in named if ref is not None]
+    return [
+        SecretUse(field, ref, role, scheme_of(uri or ""))
+        for field, ref, role, uri in named
+        if ref is not None
+    ]
+
+
+def missing_keys(use: SecretUse, keys: Collection[str]) -> str | None:
+    """Why the Secret of `use`, holding `keys`, cannot authenticate its scheme (None when it can)."""
+    name = use.ref.name
+    if use.scheme == "s3":
+        if use.ref.key is not None:
+            return f"{use.field}.key: s3:// reads {' and '.join(S3_KEYS)} from the whole Secret; remove key"
+        lacking = [key for key in S3_KEYS if key not in keys]
+        if lacking:
+            return (
+                f"{use.field}.name: Secret {name!r} lacks {', '.join(lacking)}, which s3:// needs; add "
+                f"{' and '.join(S3_KEYS)} (and AWS_ENDPOINT_URL, AWS_REGION for an S3-compatible store)"
+            )
+    if use.scheme == "oci" and (use.ref.key or DOCKER_CONFIG_KEY) not in keys:
+        return (
+            f"{use.field}.name: Secret {name!r} has no {use.ref.key or DOCKER_CONFIG_KEY} key; oci:// needs a "
+            f"kubernetes.io/dockerconfigjson Secret (kubectl create secret docker-registry {name} "
+            "--docker-server=REGISTRY --docker-username=USER --docker-password=PASSWORD)"
+        )
+    return None
 
 
 def web_urls(spec: FineTuneJobSpec) -> list[tuple[str, str]]:

@@ -7,6 +7,8 @@
 - The termination message: the trainer's end-of-run summary, which Kubernetes copies into the pod status and the
   operator parses into `status.result` or a Failed condition.
 - Exit codes, metric names, the metrics port and the rendezvous environment of multi-node runs.
+- Where s3:// and oci:// credentials reach the trainer: per storage role (model, dataset, output), so that each may
+  name its own Secret (`credential_prefix`, `registry_auth_dir`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ ENV_NODE_RANK = "JOB_COMPLETION_INDEX"
 """Set by Kubernetes on every pod of an Indexed Job."""
 ENV_NODE_RANK_FALLBACK = "NODE_RANK"
 DEFAULT_MASTER_PORT = 29500
+
+StorageRole = Literal["model", "dataset", "output"]
+"""Which field a storage URI and its Secret belong to: spec.model, spec.dataset or spec.output."""
+
+REGISTRY_AUTH_ROOT = "/var/run/finetune/registry"
+"""Where the pods mount each role's kubernetes.io/dockerconfigjson Secret, as `<role>/config.json`."""
+
+
+def credential_prefix(role: StorageRole) -> str:
+    """The prefix of the environment variables carrying `role`'s credentials, e.g. FINETUNE_OUTPUT_: the operator
+    exposes an s3:// Secret's keys as FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID..., and an oci:// Secret's folder as
+    FINETUNE_OUTPUT_DOCKER_CONFIG. The trainer falls back to the plain names (AWS_*, DOCKER_CONFIG), which is how
+    `finetune run` passes the local environment."""
+    return f"FINETUNE_{role.upper()}_"
+
+
+def registry_auth_dir(role: StorageRole) -> str:
+    """The folder holding `role`'s docker config.json in the pods (a DOCKER_CONFIG folder)."""
+    return f"{REGISTRY_AUTH_ROOT}/{role}"
 
 
 class ExitCode(IntEnum):
@@ -113,8 +134,9 @@ class TrainerConfig(ApiModel):
 class TerminationMessage(ApiModel):
     """The trainer's end-of-run summary (compact JSON, at most `TERMINATION_MESSAGE_LIMIT` bytes).
 
-    Succeeded: `output` (the artifact URI or folder), `digest` (sha256 of manifest.json), `metrics`, and per-file
-    `digests` when they fit. Failed: `reason` (CamelCase, e.g. InvalidConfig, DataError) and `message`.
+    Succeeded: `output` (the exact location written: the folder, s3://bucket/prefix, or for oci:// the reference
+    with the manifest's digest), `digest` (what a user pulls or verifies by: for oci:// the OCI manifest's digest,
+    otherwise the sha256 of manifest.json), `metrics`, and per-file `digests` when they fit. Failed: `reason` (CamelCase, e.g. InvalidConfig, DataError) and `message`.
     """
 
     status: Literal["Succeeded", "Failed"]

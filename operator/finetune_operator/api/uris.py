@@ -14,16 +14,11 @@ from collections.abc import Iterable
 from typing import Literal
 from urllib.parse import urlsplit
 
-from finetune_operator.api.base import Rule
-
 Scheme = Literal["hf", "pvc", "s3", "oci", "http", "https", "configmap"]
 
 MODEL_SCHEMES: tuple[Scheme, ...] = ("hf", "pvc", "s3", "oci")
 DATASET_SCHEMES: tuple[Scheme, ...] = ("hf", "https", "http", "s3", "pvc", "configmap")
 OUTPUT_SCHEMES: tuple[Scheme, ...] = ("pvc", "oci", "s3")
-
-NOT_YET: tuple[Scheme, ...] = ("s3", "oci")
-"""Schemes the API will take but the trainer cannot read or write yet: refused at admission until it can."""
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
@@ -47,21 +42,6 @@ LOCAL_PATH_HINT = (
 
 _BLOCKED_HOSTS = {"localhost", "metadata", "metadata.google.internal", "instance-data", "kubernetes.default"}
 _BLOCKED_SUFFIXES = (".localhost", ".internal", ".local", ".svc", ".cluster.local")
-
-
-def not_yet_rule(field: str, allowed: tuple[Scheme, ...], instead: str) -> Rule:
-    """The rule refusing the `NOT_YET` schemes among `allowed` in `field` (an optional URI), naming what to use."""
-    refused = [scheme for scheme in NOT_YET if scheme in allowed]
-    names = " and ".join(f"{scheme}://" for scheme in refused)
-    return Rule(
-        field=field,
-        message=f"{names} {'is' if len(refused) == 1 else 'are'} not supported yet (a later release adds "
-        f"{'it' if len(refused) == 1 else 'them'}); {instead}",
-        check=lambda spec: scheme_of(getattr(spec, field) or "") not in refused,
-        cel=f"!has(self.{field}) || !("
-        + " || ".join(f"self.{field}.startsWith('{scheme}://')" for scheme in refused)
-        + ")",
-    )
 
 
 def scheme_of(uri: str) -> str:

@@ -7,7 +7,11 @@
   required node-selector term of the user's affinity (terms are ORed, so each one must carry them).
 - The restricted Pod Security Standard: uid 10001 (the image's user), no privilege escalation, no capabilities,
   seccomp RuntimeDefault, a read-only root filesystem with emptyDirs where the trainer writes.
-- Secrets reach the container only as `secretKeyRef`/`envFrom` of the named Secret: never copied anywhere.
+- Secrets reach the container only as `secretKeyRef`/`envFrom` of the named Secret, or as a mounted file: never
+  copied anywhere. An s3:// Secret's keys get the role's prefix (FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID...), so the
+  model, the dataset and the output may each use their own; an oci:// Secret (kubernetes.io/dockerconfigjson) is
+  mounted as `<registry_auth_dir(role)>/config.json` (`storage.registry_auth`) and named by
+  FINETUNE_<ROLE>_DOCKER_CONFIG.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from finetune_operator.api.common import SecretRef
-from finetune_operator.api.trainer import CONFIG_PATH, TERMINATION_MESSAGE_PATH
+from finetune_operator.api.references import SecretUse, secret_refs
+from finetune_operator.api.trainer import (
+    CONFIG_PATH,
+    TERMINATION_MESSAGE_PATH,
+    credential_prefix,
+    registry_auth_dir,
+)
 from finetune_operator.builders import storage
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
@@ -76,17 +85,26 @@ def _tolerations(owner: Owner) -> list[dict[str, Any]]:
     return tolerations
 
 
-def _secret_env(refs: list[SecretRef | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(env, envFrom) exposing the referenced Secrets: one key as a variable of that name, or every key."""
-    env, env_from, seen = [], [], set()
-    for ref in refs:
-        if ref is None or (ref.name, ref.key) in seen:
+def _secret_env(uses: list[SecretUse]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, envFrom) exposing the referenced Secrets: one key as a variable of that name, or every key; s3://
+    Secrets under the role's prefix; oci:// Secrets by the path of their mounted docker config."""
+    env: list[dict[str, Any]] = []
+    env_from: list[dict[str, Any]] = []
+    seen: set[tuple[str, str | None, str]] = set()
+    for use in uses:
+        ref, prefix = use.ref, credential_prefix(use.role)
+        if use.scheme == "oci":
+            env.append({"name": f"{prefix}DOCKER_CONFIG", "value": registry_auth_dir(use.role)})
             continue
-        seen.add((ref.name, ref.key))
+        prefix = prefix if use.scheme == "s3" else ""
+        if (ref.name, ref.key, prefix) in seen:
+            continue
+        seen.add((ref.name, ref.key, prefix))
         if ref.key is None:
-            env_from.append({"secretRef": {"name": ref.name}})
+            env_from.append({"secretRef": {"name": ref.name}, **({"prefix": prefix} if prefix else {})})
         else:
-            env.append({"name": ref.key, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+            env.append({"name": prefix + ref.key,
+                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})  # fmt: skip
     return env, env_from
 
 
@@ -117,8 +135,7 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
     """The training pod's spec; `extra_env` carries the multi-node rendezvous."""
     spec = owner.job.spec
     volumes, mounts = storage.volumes_and_mounts(owner)
-    secret_env, env_from = _secret_env([spec.model.access_secret_ref, spec.dataset.secret_ref,
-                                        spec.output.push_secret_ref])  # fmt: skip
+    secret_env, env_from = _secret_env(secret_refs(spec))
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.trainer_image,

@@ -4,8 +4,11 @@
   `/output/<path>`; when unset, a PVC the operator creates (`names.output_pvc`) is mounted at /output. It is not
   owned by the FineTuneJob: deleting the job keeps the trained result (delete the PVC to clean up). Multi-node jobs
   need storage every rank can reach (ZeRO checkpoints are written per rank), so their PVC asks for
-  `Settings.multi_node_access_mode` (ReadWriteMany by default). s3:// and oci:// outputs are staged in an emptyDir
-  at /output before the trainer uploads them.
+  `Settings.multi_node_access_mode` (ReadWriteMany by default). s3:// and oci:// outputs use that PVC too, owned by
+  the job this time (it holds only the checkpoints and the result before upload): the trainer writes the result
+  there, then uploads or pushes it, and a pod that is lost resumes from the checkpoints on it.
+- Registry auth of oci:// URIs: the role's kubernetes.io/dockerconfigjson Secret mounted read-only as
+  `registry_auth_dir(role)/config.json` (`registry_auth`).
 - pvc:// datasets and models: the claim mounted read-only at /data/<claim>; configmap:// datasets: the ConfigMap
   mounted at /data/<name>. The trainer looks up `<dataDir>/<claim>/<path>` (see trainer_image/README.md).
 - The config at `CONFIG_MOUNT_DIR`, memory-backed /dev/shm, and emptyDirs for the cache and /tmp (the root
@@ -17,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_operator import names
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, CONFIG_MOUNT_DIR, TrainerPaths
+from finetune_operator.api.references import DOCKER_CONFIG_KEY, secret_refs
+from finetune_operator.api.trainer import CONFIG_FILE_NAME, CONFIG_MOUNT_DIR, TrainerPaths, registry_auth_dir
 from finetune_operator.api.uris import scheme_of
 from finetune_operator.builders.meta import Owner, metadata
 from finetune_operator.config import Settings
@@ -32,12 +36,20 @@ def _claim_and_path(uri: str) -> tuple[str, str]:
     return claim, path.strip("/")
 
 
-def output_claim(owner: Owner) -> str | None:
-    """The claim results go to, or None when they go to s3:// or oci:// (uploaded by the trainer)."""
+def _operator_claim(owner: Owner) -> bool:
+    """Whether the operator creates the output PVC: no output.uri, or an s3:// / oci:// one (staging, checkpoints)."""
     uri = owner.job.spec.output.uri
-    if uri is None:
-        return names.output_pvc(owner.name)
-    return _claim_and_path(uri)[0] if scheme_of(uri) == "pvc" else None
+    return uri is None or scheme_of(uri) in ("s3", "oci")
+
+
+def output_claim(owner: Owner) -> str:
+    """The claim mounted at /output: the pvc:// output's, else the one the operator creates."""
+    uri = owner.job.spec.output.uri
+    return (
+        _claim_and_path(uri)[0]
+        if uri is not None and scheme_of(uri) == "pvc"
+        else names.output_pvc(owner.name)
+    )
 
 
 def paths(owner: Owner) -> TrainerPaths:
@@ -50,8 +62,9 @@ def paths(owner: Owner) -> TrainerPaths:
 
 
 def output_pvc(owner: Owner, settings: Settings) -> dict[str, Any] | None:
-    """The PVC the operator creates for results when `spec.output.uri` is unset (kept after the job)."""
-    if owner.job.spec.output.uri is not None:
+    """The PVC the operator creates when `spec.output.uri` is unset (the results: kept after the job) or s3:// or
+    oci:// (checkpoints and staging: deleted with the job)."""
+    if not _operator_claim(owner):
         return None
     multi_node = owner.job.spec.distributed.nodes > 1
     spec: dict[str, Any] = {
@@ -60,7 +73,9 @@ def output_pvc(owner: Owner, settings: Settings) -> dict[str, Any] | None:
     }
     if settings.output_storage_class:
         spec["storageClassName"] = settings.output_storage_class
-    meta = metadata(owner, names.output_pvc(owner.name), "output", owned=False)
+    meta = metadata(
+        owner, names.output_pvc(owner.name), "output", owned=owner.job.spec.output.uri is not None
+    )
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
@@ -94,11 +109,28 @@ def volumes_and_mounts(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[st
         {"name": "cache", "mountPath": CACHE_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    claim = output_claim(owner)
-    source = {"persistentVolumeClaim": {"claimName": claim}} if claim else {"emptyDir": {}}  # s3/oci: staging
-    volumes.append({"name": "output", **source})
+    volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": output_claim(owner)}})
     mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
+    auth_volumes, auth_mounts = registry_auth(owner)
+    volumes += auth_volumes
+    mounts += auth_mounts
     for index, (name, source) in enumerate(_input_volumes(owner)):
         volumes.append({"name": f"input-{index}", **source})
         mounts.append({"name": f"input-{index}", "mountPath": f"{DATA_MOUNT}/{name}", "readOnly": True})
+    return volumes, mounts
+
+
+def registry_auth(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) putting each oci:// role's Secret at `registry_auth_dir(role)/config.json`."""
+    volumes, mounts = [], []
+    for use in secret_refs(owner.job.spec):
+        if use.scheme != "oci":
+            continue
+        item = {"key": use.ref.key or DOCKER_CONFIG_KEY, "path": "config.json"}
+        volumes.append(
+            {"name": f"registry-{use.role}", "secret": {"secretName": use.ref.name, "items": [item]}}
+        )
+        mounts.append(
+            {"name": f"registry-{use.role}", "mountPath": registry_auth_dir(use.role), "readOnly": True}
+        )
     return volumes, mounts
