@@ -6,12 +6,8 @@ weights, optimizer, scheduler, RNG state and data position all came back.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,35 +18,15 @@ from finetune_trainer import checkpoint, ownership, recipe
 
 from tests.trainer.trainerkit import (
     INSTRUCTIONS,
-    ROOT,
-    SUBPROCESS_ENV,
     Run,
     make_config,
     parse_events,
     read_summary,
+    run_until_killed,
     write_config,
 )  # fmt: skip
 
 SPEC = {"model": {"preset": "tiny-llama"}, "training": {"maxSteps": 30, "checkpointSteps": 5}}
-
-
-def _run_until_killed(config_file: Path, kill_at: int) -> int:
-    """Start the trainer, SIGKILL it once it logs step `kill_at`; return the last step it logged."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "finetune_trainer", "--config", str(config_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, **SUBPROCESS_ENV},
-    )  # fmt: skip
-    assert process.stdout is not None
-    last = 0
-    for line in process.stdout:
-        if line.startswith('{"event": "step"'):
-            last = json.loads(line)["step"]
-            if last >= kill_at:
-                process.kill()
-                break
-    process.wait(timeout=60)
-    assert process.returncode == -9, "the trainer finished before it could be killed"
-    return last
 
 
 def test_sigkill_then_restart_continues_the_loss_curve(
@@ -61,7 +37,7 @@ def test_sigkill_then_restart_continues_the_loss_curve(
     print(f"killing at step {kill_at}")
     cfg = make_config(tmp_path / "killed", SPEC, INSTRUCTIONS)
 
-    killed_at = _run_until_killed(write_config(cfg), kill_at)
+    killed_at = run_until_killed(write_config(cfg), kill_at)
     saved = checkpoint.complete_checkpoints(Path(cfg.paths.checkpoint_dir))
     assert saved, "no checkpoint was complete before the kill"
     capsys.readouterr()

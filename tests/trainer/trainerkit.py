@@ -139,6 +139,25 @@ def start(command: list[str], stderr: Path) -> subprocess.Popen[str]:
         )
 
 
+def run_until_killed(config_file: Path, kill_at: int) -> int:
+    """Start the trainer, SIGKILL it once it logs step `kill_at`; return the last step it logged."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finetune_trainer", "--config", str(config_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, **SUBPROCESS_ENV},
+    )  # fmt: skip
+    assert process.stdout is not None
+    last = 0
+    for line in process.stdout:
+        if line.startswith('{"event": "step"'):
+            last = json.loads(line)["step"]
+            if last >= kill_at:
+                process.kill()
+                break
+    process.wait(timeout=60)
+    assert process.returncode == -9, "the trainer finished before it could be killed"
+    return last
+
+
 def wait_for_step(process: subprocess.Popen[str], step: int) -> dict[str, Any]:
     """Read the trainer's log until it reports optimizer step `step` or later; fails if the trainer ends first."""
     assert process.stdout is not None
