@@ -138,9 +138,23 @@ def _connect(ref: Reference, uri: str, role: StorageRole) -> tuple[Any, Any]:
     return registry, registry.get_container(ref.target)
 
 
-def check(uri: str, role: StorageRole) -> None:
-    """Fail early when the registry cannot be reached, wants credentials the role lacks or refuses them."""
-    _connect(Reference.parse(uri), uri, role)
+def check_push(uri: str, role: StorageRole) -> None:
+    """Fail early when the registry cannot be reached, wants credentials the role lacks, refuses them, or refuses
+    pushes to the repository: an upload session is opened, then cancelled."""
+    registry, container = _connect(Reference.parse(uri), uri, role)
+    try:
+        response = registry.do_request(
+            f"{registry.prefix}://{container.upload_blob_url()}", "POST", headers={"Content-Length": "0"}
+        )
+    except Exception as exc:
+        raise StorageError(f"{uri}: cannot start a push: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 202:
+        raise _refused(uri, "a push", response)
+    if location := response.headers.get("Location"):
+        url = (
+            location if location.startswith("http") else f"{registry.prefix}://{container.registry}{location}"
+        )
+        registry.do_request(url, "DELETE")  # cancel: the registry would expire it anyway
 
 
 def _refused(uri: str, what: str, response: Any) -> StorageError:

@@ -126,7 +126,8 @@ def save_artifacts(
 
 
 def check_destination(output: OutputSpec) -> None:
-    """Before training: an s3:// bucket must exist and take the credentials; an oci:// registry must take them."""
+    """Before training: an s3:// bucket must exist and take the credentials; an oci:// registry must take them and
+    accept a push to the repository."""
     uri = output.uri or ""
     if scheme_of(uri) == "s3":
         from finetune_trainer import s3
@@ -135,7 +136,7 @@ def check_destination(output: OutputSpec) -> None:
     elif scheme_of(uri) == "oci":
         from finetune_trainer import oci
 
-        oci.check(uri, "output")
+        oci.check_push(uri, "output")
 
 
 def publish(cfg: TrainerConfig, summary: TerminationMessage) -> TerminationMessage:
