@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from finetune_operator.api.trainer import ExitCode, credential_prefix
-from finetune_trainer import checkpoint, remote, s3
+from finetune_operator.cli import app
+from finetune_trainer import checkpoint, local, remote, s3
+from typer.testing import CliRunner
 
+from tests.invalid_specs import minimal_job
 from tests.storage_servers import ObjectStore
 from tests.trainer.storagekit import (
     assert_no_secret,
@@ -113,3 +117,30 @@ def test_a_lost_pod_resumes_from_the_checkpoints_on_the_output_volume(
     names = {o.object_name for o in store.client().list_objects("results", prefix="resumed/", recursive=True)}
     assert "resumed/manifest.json" in names
     assert not any("checkpoint" in name for name in names), "checkpoints stay on the volume"
+
+
+def test_finetune_run_reads_and_writes_s3_with_the_shell_s_credentials(
+    object_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in object_store.env().items():  # plain AWS_*, as in a user's shell
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(local, "DEFAULT_CACHE", tmp_path / "cache")
+    client = object_store.client()
+    for bucket in ("corpora", "results"):
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+    write_rows(tmp_path / "train.jsonl", INSTRUCTIONS)
+    client.fput_object("corpora", "local/train.jsonl", str(tmp_path / "train.jsonl"))
+    job = minimal_job("local-s3")
+    job["spec"].update(
+        dataset={"uri": "s3://corpora/local/train.jsonl"}, output={"uri": "s3://results/local"}
+    )
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "job.yaml"), "--output", str(tmp_path / "out"),
+                                      "--max-steps", "2"])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "adapter: s3://results/local" in result.output
+    assert client.stat_object("results", "local/manifest.json").size > 0
+    assert object_store.secret_key not in result.output

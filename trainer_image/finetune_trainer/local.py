@@ -14,6 +14,8 @@ Local stand-ins for cluster storage (also in `finetune run --help` and the READM
   `--data-dir`, by default the manifest's folder;
 - `--dataset FILE`, `--model DIR`: a local file or checkpoint folder instead of `spec.dataset` / `spec.model`. The
   manifest itself must stay valid for the cluster, so plain paths are never accepted in it.
+- `s3://` and `oci://` (model, dataset, output): read and written by the trainer as in a pod, with credentials
+  from this shell's environment: AWS_* for S3, DOCKER_CONFIG or ~/.docker/config.json for registries.
 
 The trainer sees these as a pod sees its volumes: each one linked under `<output>/.local/data/<claim or name>`.
 
@@ -194,11 +196,6 @@ def _stage_volumes(job: api.FineTuneJob, documents: list[dict[str, Any]], manife
         scheme = scheme_of(uri)
         if scheme == "configmap":
             _materialise_configmap(documents, uri, manifest, stage)
-        elif scheme in ("s3", "oci"):
-            flag = "--dataset FILE" if what == "dataset" else "--model DIR"
-            raise LocalRunError(
-                f"spec.{what}.uri {uri}: {scheme}:// is not readable by `finetune run`; pass {flag}"
-            )
         elif scheme == "pvc":
             claim = uri.removeprefix("pvc://").partition("/")[0]
             if claim in links and uri == f"pvc://{claim}/{links[claim][0]}":
@@ -391,8 +388,10 @@ def describe(run: LocalRun) -> list[str]:
     facts.append(f"{run.tokens_per_second:,.0f} tokens/s" if run.tokens_per_second is not None else None)
     lines = [f"trained {run.name}: " + ", ".join(f for f in facts if f)]
     lines += before_after_table(metrics)
-    lines.append(f"{run.artifact}: {run.output_dir}")
+    published = run.summary.output if run.summary is not None and "://" in (run.summary.output or "") else None
+    lines.append(f"{run.artifact}: {published or run.output_dir}")
     digest = _manifest_digest(run)
     if digest is not None:
-        lines.append(f"digest: sha256:{digest} (manifest.json, which lists every file's digest)")
+        what = "the OCI manifest" if published and published.startswith("oci://") else "manifest.json"
+        lines.append(f"digest: sha256:{digest} ({what}, which lists every file's digest)")
     return lines
