@@ -113,6 +113,35 @@ def test_image_and_pull_policy_come_from_the_settings() -> None:
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
+def test_storage_secrets_reach_each_role_under_its_own_name() -> None:
+    spec = {"model": {"uri": "oci://ghcr.io/team/base:v1", "accessSecretRef": {"name": "ghcr"}},
+            "dataset": {"uri": "s3://corpora/train.jsonl", "secretRef": {"name": "s3-data"}},
+            "output": {"uri": "s3://results/run", "pushSecretRef": {"name": "s3-out"}}}  # fmt: skip
+    container, pod = _container(**spec), _pod(**spec)
+    assert container["envFrom"] == [
+        {"secretRef": {"name": "s3-data"}, "prefix": "FINETUNE_DATASET_"},
+        {"secretRef": {"name": "s3-out"}, "prefix": "FINETUNE_OUTPUT_"},
+    ]
+    assert {"name": "FINETUNE_MODEL_DOCKER_CONFIG", "value": "/var/run/finetune/registry/model"} in container[
+        "env"
+    ]
+    assert {"name": "registry-model", "secret": {"secretName": "ghcr",
+            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}} in pod["volumes"]  # fmt: skip
+    assert {"name": "registry-model", "mountPath": "/var/run/finetune/registry/model", "readOnly": True} in (
+        container["volumeMounts"]
+    )
+
+
+@pytest.mark.parametrize("uri", ["s3://results/run", "oci://ghcr.io/team/adapters:v1"])
+def test_s3_and_oci_outputs_keep_checkpoints_on_a_pvc_deleted_with_the_job(uri: str) -> None:
+    o = owner(output={"uri": uri})
+    pvc = storage.output_pvc(o, SETTINGS)
+    assert pvc is not None and pvc["metadata"]["ownerReferences"][0]["uid"] == "uid-demo"
+    assert storage.paths(o).checkpoint_dir == "/output/checkpoints"
+    volumes, _ = storage.volumes_and_mounts(o)
+    assert {"name": "output", "persistentVolumeClaim": {"claimName": names.output_pvc(o.name)}} in volumes
+
+
 def test_pull_secrets_come_from_the_settings() -> None:
     settings = Settings(image_pull_secrets=("regcred", "mirror"))
     pod = workload.job(owner(), settings)["spec"]["template"]["spec"]

@@ -45,6 +45,7 @@ class SecretRef(ApiModel):
         pattern=r"^[-._a-zA-Z0-9]+$",
         description=(
             "Key inside the Secret. When unset, every key of the Secret is exposed to the trainer as an environment "
-            "variable of the same name (e.g. HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."
+            "variable of the same name (e.g. HF_TOKEN). For s3:// the whole Secret is used (leave key unset); for "
+            "oci:// the key holding the docker config.json (default .dockerconfigjson)."
         ),
     )
