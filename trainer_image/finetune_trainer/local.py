@@ -388,7 +388,9 @@ def describe(run: LocalRun) -> list[str]:
     facts.append(f"{run.tokens_per_second:,.0f} tokens/s" if run.tokens_per_second is not None else None)
     lines = [f"trained {run.name}: " + ", ".join(f for f in facts if f)]
     lines += before_after_table(metrics)
-    published = run.summary.output if run.summary is not None and "://" in (run.summary.output or "") else None
+    published = (
+        run.summary.output if run.summary is not None and "://" in (run.summary.output or "") else None
+    )
     lines.append(f"{run.artifact}: {published or run.output_dir}")
     digest = _manifest_digest(run)
     if digest is not None:
