@@ -63,8 +63,20 @@ class Progress(ApiModel):
 class Result(ApiModel):
     """What a successful run produced."""
 
-    artifact_uri: str | None = Field(default=None, description="Where the adapter or model was written.")
-    digest: str | None = Field(default=None, description="sha256 digest of the artifact's manifest.json.")
+    artifact_uri: str | None = Field(
+        default=None,
+        description=(
+            "Exactly where the adapter or model was written: the folder on the output volume, s3://bucket/prefix, "
+            "or oci://registry/repository@sha256:… (the pushed manifest's digest)."
+        ),
+    )
+    digest: str | None = Field(
+        default=None,
+        description=(
+            "What to fetch or verify the result by: for oci:// the OCI manifest's digest (pull by it), otherwise "
+            "the sha256 of the result's manifest.json."
+        ),
+    )
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Final metrics: train_loss, eval_loss, …"
     )
