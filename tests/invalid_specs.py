@@ -459,7 +459,11 @@ INVALID_SPECS: list[InvalidSpec] = [
     ),
     _case("formats-unknown", "spec.output.formats", {"output": {"formats": ["gguf"]}}),
     _case("formats-twice", "spec.output.formats", {"output": {"formats": ["onnx", "onnx"]}}),
-    _case("formats-merged-full", "spec.output.formats", {"method": {"type": "full"}, "output": {"formats": ["merged"]}}),
+    _case(
+        "formats-merged-full",
+        "spec.output.formats",
+        {"method": {"type": "full"}, "output": {"formats": ["merged"]}},
+    ),
     _case(
         "formats-onnx-seq2seq",
         "spec.output.formats",
