@@ -19,7 +19,7 @@ import pytest
 import torch
 import transformers
 from finetune_operator.api.trainer import ExitCode
-from finetune_trainer import export
+from finetune_trainer import export, tasks
 from safetensors.torch import load_file, save_file
 
 from tests.trainer.test_tasks import REVIEWS
@@ -92,6 +92,44 @@ def test_sequence_classification_merged_and_onnx_agree_with_the_adapter(train: C
     _exports_recorded(run, ["merged", "onnx"])
     texts = ["the movie was great", "cold and boring food, terrible"]
     _agree(run, transformers.AutoModelForSequenceClassification, BERT, texts, ["merged", "onnx"])
+
+
+def test_a_full_fine_tune_is_exported_to_onnx_from_the_saved_model(train: Callable[..., Run]) -> None:
+    spec = {"model": {"preset": "tiny-llama"}, "method": {"type": "full"}, "output": {"formats": ["onnx"]},
+            "training": {"maxSteps": 4, "learningRate": 1e-3}}  # fmt: skip
+    run = train(spec, INSTRUCTIONS)
+
+    assert run.rc == 0, run.summary
+    _exports_recorded(run, ["onnx"])
+    assert {c["against"] for c in _manifest(run)["exports"]["onnx"]["checks"]} == {"trained", "model"}
+    assert not (run.output / "merged").exists()
+
+
+@pytest.mark.parametrize(
+    ("task", "head", "rows"),
+    [
+        ("token-classification", {"num_labels": 3}, [(["Alice", "lives", "in", "London"],), (["Bob"],)]),
+        ("question-answering", {}, [("Where?", "In Paris, since 1990."), ("Who?", "Marie Curie.")]),
+    ],
+    ids=["token-classification", "question-answering"],
+)
+def test_the_other_tasks_graphs_reproduce_their_model(
+    tmp_path: Path, task: str, head: dict[str, Any], rows: list[tuple[Any, ...]]
+) -> None:
+    """Per-token logits, and question answering's two outputs with BERT's token_type_ids as a third input."""
+    auto_class = getattr(transformers, tasks.MODEL_CLASSES[task])
+    model = auto_class.from_pretrained(BERT, **head).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(BERT)
+    split, pairs = task == "token-classification", task == "question-answering"
+    # The tiny tokenizer leaves token_type_ids out unless asked; BERT's own tokenizers return them for pairs.
+    examples = [dict(tokenizer(*row, is_split_into_words=split, return_token_type_ids=pairs)) for row in rows]
+    batch = export.probe_batch(task, examples, tokenizer.pad_token_id)
+    export.export_onnx(task, model, batch, tmp_path)
+    got = export.run_onnx(task, tmp_path, batch)
+    check = export.compare("onnx", "model", got, export.run_torch(task, model, batch), export.EXACT)
+    assert check.ok, check.describe()
+    assert set(got) == set(export.OUTPUTS.get(task, ("logits",)))
+    assert ("token_type_ids" in export.onnx_inputs(batch)) == pairs
 
 
 def test_a_damaged_merged_model_fails_the_run_and_publishes_nothing(
