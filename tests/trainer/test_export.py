@@ -23,7 +23,7 @@ from finetune_trainer import export, tasks
 from safetensors.torch import load_file, save_file
 
 from tests.trainer.test_tasks import REVIEWS
-from tests.trainer.trainerkit import BERT, INSTRUCTIONS, LLAMA, Run
+from tests.trainer.trainerkit import BERT, INSTRUCTIONS, LLAMA, Run, launch, make_config
 
 MERGED_ATOL = 1e-4
 ONNX_ATOL = 1e-3
@@ -180,3 +180,17 @@ def test_a_damaged_onnx_graph_is_caught(tmp_path: Path) -> None:
         "onnx", "model", export.run_onnx("sequence-classification", tmp_path, batch), want, 1e-3
     )
     assert not bad.ok, bad.describe()
+
+
+@pytest.mark.slow
+def test_a_zero3_run_exports_on_rank_0(tmp_path: Path) -> None:
+    """Under ZeRO-3 every rank computes the trained model's reference outputs (a collective), then rank 0 alone
+    loads and exports whole models while the other rank waits."""
+    spec = {"model": {"preset": "tiny-llama"}, "distributed": {"deepspeed": {"zeroStage": 3}},
+            "output": {"formats": ["merged", "onnx"]}, "training": {"maxSteps": 4, "perDeviceBatchSize": 2}}  # fmt: skip
+    run = launch(make_config(tmp_path, spec, INSTRUCTIONS), nproc=2)
+
+    assert run.rc == 0, run.summary
+    assert run.event("start")["world_size"] == 2
+    _exports_recorded(run, ["merged", "onnx"])
+    _agree(run, transformers.AutoModelForCausalLM, LLAMA, ["Say hi"], ["merged", "onnx"])

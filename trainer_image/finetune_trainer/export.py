@@ -14,7 +14,9 @@ no optimum release supports transformers 5 (optimum-onnx 0.1.0 requires transfor
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,21 @@ def compare(
         diff = max(diff, float((actual - expected).abs().max()) if same else float("inf"))
     scale = max([1.0, *(float(t.abs().max()) for t in want.values())])
     return Check(fmt, against, diff, scale, tolerance)
+
+
+@contextlib.contextmanager
+def _unsharded() -> Iterator[None]:
+    """Load models whole on this process even in a ZeRO-3 run: while the run's `HfDeepSpeedConfig` is registered,
+    `from_pretrained` would shard them across ranks, a collective the other ranks (waiting at a barrier) never join.
+    transformers keeps that registration in a module global only; it is restored afterwards."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    held = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = held
 
 
 def _auto_class(task: str) -> Any:
@@ -255,7 +272,8 @@ def publish(
     staging = output_dir / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        checks = _write(cfg, base_dir, staging, tokenizer, reference)
+        with _unsharded():
+            checks = _write(cfg, base_dir, staging, tokenizer, reference)
         _raise_on_failure(checks)
         for fmt in formats:
             shutil.rmtree(output_dir / fmt, ignore_errors=True)  # a retried run's earlier export
