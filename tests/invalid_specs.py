@@ -463,6 +463,18 @@ INVALID_SPECS: list[InvalidSpec] = [
         "spec.output.mergeAdapter",
         {"method": {"type": "full"}, "output": {"mergeAdapter": True}},
     ),
+    _case("formats-unknown", "spec.output.formats", {"output": {"formats": ["gguf"]}}),
+    _case("formats-twice", "spec.output.formats", {"output": {"formats": ["onnx", "onnx"]}}),
+    _case(
+        "formats-merged-full",
+        "spec.output.formats",
+        {"method": {"type": "full"}, "output": {"formats": ["merged"]}},
+    ),
+    _case(
+        "formats-onnx-seq2seq",
+        "spec.output.formats",
+        {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq"}, "output": {"formats": ["onnx"]}},
+    ),
     _case("backoff-negative", "spec.runPolicy.backoffLimit", {"runPolicy": {"backoffLimit": -1}}),
     _case("queue-name-invalid", "spec.runPolicy.queueName", {"runPolicy": {"queueName": "Team_A"}}),
     _case(

@@ -21,6 +21,7 @@ REQUIRED = {
     "ner",
     "translation",
     "question-answering",
+    "export",
 }
 
 

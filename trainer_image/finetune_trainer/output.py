@@ -1,11 +1,11 @@
-"""Writing the result: the adapter (or full model), an optional merged model, and `manifest.json`.
+"""Writing the result: the adapter (or full model), the extra formats of `output.formats`, and `manifest.json`.
 
 Called by the recipe's `save` on every rank (ZeRO-3 must gather weights collectively); only rank 0 writes. Adapters
 are saved by peft as `adapter_model.safetensors` + `adapter_config.json`; full fine-tuning saves the whole model.
-The merged model is rebuilt from the unquantized base and the saved adapter, so QLoRA merges into full-precision
-weights rather than into 4-bit ones. `manifest.json` records which run trained what (`ownership.RunIdentity`),
-how, the final metrics and the sha256 of every file, and is the last file written: its presence means the output
-is complete. Its own sha256 is the artifact's digest in the termination message.
+The merged model and the ONNX graph are written and checked by `export`. `manifest.json` records which run
+trained what (`ownership.RunIdentity`), how, the final metrics, each export's files and checks, and the sha256 of
+every file, and is the last file written: its presence means the output is complete. Its own sha256 is the
+artifact's digest in the termination message.
 
 An s3:// or oci:// output is written to the output folder first (the pod's output volume, which also holds the
 checkpoints, so a restarted pod resumes), then published (`publish`): uploaded with the manifest last (`s3.py`) or
@@ -21,20 +21,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import peft
 import torch
-import transformers
 from finetune_operator.api.output import OutputSpec
 from finetune_operator.api.trainer import TerminationMessage, TrainerConfig
 from finetune_operator.api.uris import scheme_of
 
-from finetune_trainer import model as model_lib
-from finetune_trainer import ownership, tasks
+from finetune_trainer import export, ownership
 from finetune_trainer.distributed import is_rank_zero
 from finetune_trainer.remote import sha256_of
 
 MANIFEST = "manifest.json"
-MERGED_DIR = "merged"
 
 
 def digests(output_dir: Path, skip: Path) -> dict[str, str]:
@@ -46,17 +42,6 @@ def digests(output_dir: Path, skip: Path) -> dict[str, str]:
             continue
         found[str(path.relative_to(output_dir))] = sha256_of(path)
     return found
-
-
-def _save_merged(cfg: TrainerConfig, base_dir: Path, output_dir: Path, tokenizer: Any) -> None:
-    auto_class = getattr(transformers, tasks.MODEL_CLASSES[cfg.spec.task.type])
-    base = auto_class.from_pretrained(
-        base_dir, dtype=torch.float32, trust_remote_code=cfg.spec.model.trust_remote_code,
-        **model_lib.head_kwargs(cfg.spec, tokenizer),
-    )  # fmt: skip
-    merged = peft.PeftModel.from_pretrained(base, output_dir).merge_and_unload()
-    merged.save_pretrained(output_dir / MERGED_DIR)
-    tokenizer.save_pretrained(output_dir / MERGED_DIR)
 
 
 def save_model(
@@ -72,10 +57,14 @@ def save_model(
 
 
 def write_manifest(
-    cfg: TrainerConfig, base_dir: Path, metrics: dict[str, Any], data: dict[str, Any]
+    cfg: TrainerConfig,
+    base_dir: Path,
+    metrics: dict[str, Any],
+    data: dict[str, Any],
+    exports: dict[str, Any] | None = None,
 ) -> TerminationMessage:
     """Write `manifest.json` last and return the Succeeded termination message; `data` describes the rows read
-    (e.g. the causal-lm row shape and where it came from)."""
+    (e.g. the causal-lm row shape and where it came from), `exports` the checked formats (`export.publish`)."""
     output_dir, spec = Path(cfg.paths.output_dir), cfg.spec
     files = digests(output_dir, skip=Path(cfg.paths.checkpoint_dir))
     adapter = spec.method.type != "full"
@@ -90,7 +79,11 @@ def write_manifest(
         "artifacts": {
             "kind": "adapter" if adapter else "model",
             "weights": "adapter_model.safetensors" if adapter else "model.safetensors",
-            "merged": MERGED_DIR if (output_dir / MERGED_DIR).is_dir() else None,
+            "merged": export.MERGED_DIR if (output_dir / export.MERGED_DIR).is_dir() else None,
+        },
+        "exports": {
+            fmt: {**found, "files": {k: v for k, v in files.items() if k.startswith(found["path"] + "/")}}
+            for fmt, found in (exports or {}).items()
         },
         "metrics": metrics,
         "digests": files,
@@ -114,15 +107,15 @@ def save_artifacts(
     base_dir: Path,
     metrics: dict[str, Any],
     data: dict[str, Any],
+    reference: export.Reference | None = None,
 ) -> TerminationMessage | None:
-    """Rank 0: model/adapter, merged model when asked, manifest. Returns the run summary (None on other ranks)."""
+    """Rank 0: model/adapter, the checked formats of `output.formats` (`reference`: the trained model's outputs
+    they must reproduce), manifest. Returns the run summary (None on other ranks)."""
     if not is_rank_zero():
         return None
-    output_dir = Path(cfg.paths.output_dir)
-    save_model(module, state_dict, tokenizer, output_dir)
-    if cfg.spec.output.merge_adapter:
-        _save_merged(cfg, base_dir, output_dir, tokenizer)
-    return publish(cfg, write_manifest(cfg, base_dir, metrics, data))
+    save_model(module, state_dict, tokenizer, Path(cfg.paths.output_dir))
+    exports = export.publish(cfg, base_dir, tokenizer, reference)
+    return publish(cfg, write_manifest(cfg, base_dir, metrics, data, exports))
 
 
 def check_destination(output: OutputSpec) -> None:

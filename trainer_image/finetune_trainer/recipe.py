@@ -21,7 +21,8 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 - Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
 - Before/after evaluation (`spec.evaluation`): the base model and the result scored on the held-out rows with the
   task's metrics (`evaluation.py`, `scoring.py`), reported as `eval_before_<metric>` / `eval_after_<metric>`.
-- Output: adapter or model, optional merged model, `manifest.json` with digests (`output.py`).
+- Output: adapter or model, `manifest.json` with digests (`output.py`); the extra formats of `output.formats`
+  (merged, onnx), each checked against the trained model's logits before it is published (`export.py`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from finetune_trainer import (
     distributed,
     engine,
     evaluation,
+    export,
     metrics,
     model,
     output,
@@ -61,9 +63,11 @@ INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (
     data.DataError,
     ownership.CheckpointMismatch,
     batching.UnsupportedBatchingError,
+    export.ExportError,
 )
 """Failures no retry can fix: the dataset's content (a bad row, too few rows, an unknown format), another run's
-checkpoints or result in this run's folders, or a batching the model's attention cannot do. They exit with
+checkpoints or result in this run's folders, a batching the model's attention cannot do, or an export the exporter
+cannot write or that does not reproduce the trained model. They exit with
 `ExitCode.INVALID_CONFIG`, as a config that does not validate does (`__main__`), so the Job fails at once. Everything
 else (unreachable storage, the hub, memory, library errors) exits `ExitCode.FAILED` and is retried."""
 
@@ -328,10 +332,24 @@ class FineTuneRecipe:
             final["eval_loss"] = self.eval_loss
         final.update(self.eval_scores)
         summary = output.save_artifacts(
-            self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final, self.data_info
-        )
+            self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final, self.data_info,
+            self._export_reference(),
+        )  # fmt: skip
         distributed.barrier()
         return summary
+
+    def _export_reference(self) -> export.Reference | None:
+        """`output.formats`: the trained model's outputs on a few rows, which each export must reproduce (every
+        rank runs them: a collective under ZeRO-3); None when no format is asked for."""
+        if not self.spec.output.export_formats():
+            return None
+        task = self.spec.task.type
+        batch = export.probe_batch(task, self.eval_set or self.train_set, self.tokenizer.pad_token_id)
+        self.engine.module.eval()
+        with torch.no_grad():
+            outputs = export.outputs_of(task, self.engine.outputs(_to_device(batch, self.placement.device)))
+        self.engine.module.train()
+        return export.Reference(batch, outputs, export.precision_of(self.spec, self.placement.dtype))
 
     def cleanup(self) -> None:
         """Leave the process group."""

@@ -13,7 +13,7 @@ from finetune_operator.api.common import DNS_SUBDOMAIN
 from finetune_operator.api.data import DatasetSpec, TaskSpec
 from finetune_operator.api.evaluation import ENTITY_METRICS, ENTITY_TAG, TASK_METRICS, EvaluationSpec
 from finetune_operator.api.model import MethodSpec, ModelSpec
-from finetune_operator.api.output import OutputSpec, RunPolicy
+from finetune_operator.api.output import EXPORT_RULES, OutputSpec, RunPolicy
 from finetune_operator.api.placement import ResourcesSpec
 from finetune_operator.api.presets import FAMILY_TASKS, Family, presets_of, real_presets
 from finetune_operator.api.status import FineTuneJobStatus
@@ -142,6 +142,7 @@ class FineTuneJobSpec(ApiModel):
             check=lambda s: not s.output.merge_adapter or s.method.type != "full",
             cel="!self.output.mergeAdapter || self.method.type != 'full'",
         ),
+        *EXPORT_RULES,
         Rule(
             field="training.evalSteps",
             message="training.evalSteps needs dataset.validationSplit > 0 to have data to evaluate on",

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from pydantic import Field, field_validator
 
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef
 from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri
+
+ExportFormat = Literal["merged", "onnx"]
+"""What `output.formats` may list, in the order the trainer writes them (onnx is exported from the merged model)."""
+
+ONNX_UNSUPPORTED_TASKS: dict[str, str] = {
+    "seq2seq": "an encoder-decoder model is served as separate encoder and decoder graphs with a generation loop, "
+    "which the ONNX export (one graph: token ids in, logits out) does not write",
+}
+"""task.type → why `output.formats` onnx cannot serve it."""
 
 
 class OutputSpec(ApiModel):
@@ -33,13 +44,61 @@ class OutputSpec(ApiModel):
     )
     merge_adapter: bool = Field(
         default=False,
-        description="Also write the base model with the adapter merged in (lora, qlora, dora), ready to serve.",
+        description="Also write the base model with the adapter merged in (lora, qlora, dora), ready to serve. The "
+        "same as listing merged in formats (kept for compatibility).",
+    )
+    formats: list[ExportFormat] | None = Field(
+        default=None,
+        max_length=len(get_args(ExportFormat)),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description=(
+            "Extra formats to write next to the adapter (or model), each in its own folder with its files and "
+            "sha256 in manifest.json: merged (merged/: the base model with the adapter merged in, loadable with "
+            "transformers; lora, qlora and dora only) and onnx (onnx/model.onnx: the merged, or fully "
+            "fine-tuned, model for ONNX Runtime, token ids in and logits out, without a KV cache; every task but "
+            "seq2seq). Each is loaded back after writing and its logits checked against the trained model's on "
+            "the same rows; a mismatch fails the run and publishes nothing."
+        ),
     )
 
     @field_validator("uri")
     @classmethod
     def _uri_scheme(cls, uri: str | None) -> str | None:
         return None if uri is None else check_uri(uri, OUTPUT_SCHEMES)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, formats: list[ExportFormat] | None) -> list[ExportFormat] | None:
+        if formats is not None and len(set(formats)) != len(formats):
+            raise ValueError("list each format once")
+        return formats
+
+    def export_formats(self) -> tuple[ExportFormat, ...]:
+        """The formats to write: `formats`, plus merged when `mergeAdapter` is set, in `ExportFormat` order."""
+        wanted = set(self.formats or ()) | ({"merged"} if self.merge_adapter else set())
+        return tuple(f for f in get_args(ExportFormat) if f in wanted)
+
+
+def _onnx_task_rule(task: str, why: str) -> Rule:
+    return Rule(
+        field="output.formats",
+        message=f"output.formats onnx cannot export task.type {task}: {why}; remove onnx (merged works)",
+        check=lambda s: s.task.type != task or "onnx" not in (s.output.formats or ()),
+        cel=f"self.task.type != '{task}' || !has(self.output.formats) || !('onnx' in self.output.formats)",
+    )
+
+
+EXPORT_RULES: tuple[Rule, ...] = (
+    Rule(
+        field="output.formats",
+        message="output.formats merged needs an adapter method (lora, qlora, dora): a full fine-tune is already a "
+        "whole model; remove merged",
+        check=lambda s: s.method.type != "full" or "merged" not in (s.output.formats or ()),
+        cel="self.method.type != 'full' || !has(self.output.formats) || !('merged' in self.output.formats)",
+    ),
+    *(_onnx_task_rule(task, why) for task, why in ONNX_UNSUPPORTED_TASKS.items()),
+)
+"""Rules of the whole spec (`FineTuneJobSpec`) on `output.formats`: what each format can export."""
 
 
 class RunPolicy(ApiModel):
