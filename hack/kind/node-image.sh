@@ -47,7 +47,9 @@ rootfs() {
   local name="$1" packages="$2" tag dir
   tag="finetune.local/kind-$name-rootfs:$KIND_DEBIAN_SUITE-$(echo "$packages" | sha256sum | cut -c1-8)"
   if ! $docker image inspect "$tag" >/dev/null 2>&1; then
-    command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
+    # apt's output goes to stderr: this function's stdout is the tag its caller captures.
+    command -v debootstrap >/dev/null ||
+      { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >&2
     dir="$work/rootfs-$name"
     log "debootstrap $KIND_DEBIAN_SUITE ($name: $packages)"
     debootstrap --variant=minbase --include="$packages" "$KIND_DEBIAN_SUITE" "$dir" \
