@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_operator.api.data import CHAT_ROLES, ChatKeys, ColumnMapping, DatasetSpec, TaskSpec
-from finetune_operator.api.evaluation import EvaluationSpec
+from finetune_operator.api.evaluation import DEFAULT_EVAL_SPLIT, EvaluationSpec
 from finetune_operator.api.job import FineTuneJobSpec
 from finetune_operator.api.uris import scheme_of
 
@@ -340,7 +340,8 @@ def evaluation_dataset(dataset: DatasetSpec, evaluation: EvaluationSpec) -> Data
         return None
     hf = scheme_of(uri) == "hf"
     fmt = "hf" if hf else (None if dataset.format == "hf" else dataset.format)
-    return dataset.model_copy(update={"uri": uri, "format": fmt, "split": evaluation.dataset_split})
+    split = evaluation.dataset_split or DEFAULT_EVAL_SPLIT
+    return dataset.model_copy(update={"uri": uri, "format": fmt, "split": split})
 
 
 def with_evaluation_dataset(

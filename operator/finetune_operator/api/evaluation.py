@@ -35,6 +35,9 @@ DEFAULT_METRICS: dict[str, tuple[EvalMetric, ...]] = {
 DEFAULT_MAX_NEW_TOKENS = 64
 """`evaluation.maxNewTokens` when unset."""
 
+DEFAULT_EVAL_SPLIT = "validation"
+"""`evaluation.datasetSplit` when unset."""
+
 
 ENTITY_TAG = r"^(O|[BIES]-.+)$"
 """The label names entity-level metrics (seqeval) can read: O, or B-/I-/E-/S- and the entity type."""
@@ -93,10 +96,12 @@ class EvaluationSpec(ApiModel):
             "dataset.columns, dataset.shape and dataset.chat; every row is checked as training rows are."
         ),
     )
-    dataset_split: str = Field(
-        default="validation",
+    dataset_split: str | None = Field(
+        default=None,
+        min_length=1,
         max_length=128,
-        description="Split of an hf:// evaluation.datasetUri to evaluate on (hf:// only).",
+        description=f"Split of an hf:// evaluation.datasetUri to evaluate on (hf:// only); default "
+        f"{DEFAULT_EVAL_SPLIT}.",
     )
 
     @field_validator("dataset_uri")
@@ -109,8 +114,8 @@ class EvaluationSpec(ApiModel):
             field="datasetSplit",
             message="evaluation.datasetSplit only applies to an hf:// evaluation.datasetUri (a file is one split); "
             "remove it",
-            check=lambda e: e.dataset_split == "validation" or (e.dataset_uri or "").startswith("hf://"),
-            cel="self.datasetSplit == 'validation' || (has(self.datasetUri) && self.datasetUri.startsWith('hf://'))",
+            check=lambda e: e.dataset_split is None or (e.dataset_uri or "").startswith("hf://"),
+            cel="!has(self.datasetSplit) || (has(self.datasetUri) && self.datasetUri.startsWith('hf://'))",
         ),
     )
 
@@ -185,8 +190,9 @@ def before_after_table(metrics: dict[str, float | None]) -> list[str]:
     names = [m for m in get_args(EvalMetric) if result_key("before", m) in metrics]
     cells = [[metrics.get(result_key(p, m)) for p in ("before", "after")] for m in names]
     shown = [" → ".join("-" if v is None else f"{v:.4f}" for v in pair) for pair in cells]
+    width = max([10, *map(len, names)])
     return (
-        ["evaluation  before → after"] + [f"  {m:<10}  {s}" for m, s in zip(names, shown, strict=True)]
+        ["evaluation  before → after"] + [f"  {m:<{width}}  {s}" for m, s in zip(names, shown, strict=True)]
         if names
         else []
     )
