@@ -357,6 +357,45 @@ INVALID_SPECS: list[InvalidSpec] = [
         {"model": {"preset": "tiny-t5"}, "task": {"type": "seq2seq"}, "evaluation": {"maxNewTokens": 0}},
     ),
     _case("evaluation-max-samples-zero", "spec.evaluation.maxSamples", {"evaluation": {"maxSamples": 0}}),
+    _case(
+        "evaluation-exact-match-of-text-rows",
+        "spec.evaluation.metrics",
+        {"dataset": {"shape": "text"}, "evaluation": {"metrics": ["exact_match", "loss"]}},
+    ),
+    _case(
+        "evaluation-max-new-tokens-without-exact-match",
+        "spec.evaluation.maxNewTokens",
+        {"evaluation": {"metrics": ["loss"], "maxNewTokens": 16}},
+    ),
+    _case(
+        "evaluation-dataset-and-validation-split",
+        "spec.evaluation.datasetUri",
+        {
+            "dataset": {"validationSplit": 0.1},
+            "evaluation": {"enabled": True, "datasetUri": "pvc://data/eval.jsonl"},
+        },
+    ),
+    _case(
+        "evaluation-dataset-local-path",
+        "spec.evaluation.datasetUri",
+        {"evaluation": {"enabled": True, "datasetUri": "/data/eval.jsonl"}},
+    ),
+    _case(
+        "evaluation-dataset-private-url",
+        "spec.evaluation.datasetUri",
+        {"evaluation": {"enabled": True, "datasetUri": "https://10.0.0.7/eval.jsonl"}},
+        server=False,
+    ),
+    _case(
+        "evaluation-dataset-oci",
+        "spec.evaluation.datasetUri",
+        {"evaluation": {"enabled": True, "datasetUri": "oci://registry.example.com/data/eval:v1"}},
+    ),
+    _case(
+        "evaluation-dataset-split-of-a-file",
+        "spec.evaluation.datasetSplit",
+        {"evaluation": {"enabled": True, "datasetUri": "pvc://data/eval.jsonl", "datasetSplit": "test"}},
+    ),
     # distributed
     _case(
         "zero-stage-4",

@@ -88,8 +88,8 @@ def review(
 
 def secret_problems(spec: FineTuneJobSpec, namespace: str, secret_keys: SecretKeys) -> list[str]:
     """A line for each Secret the job names that is missing from `namespace`, lacks the key named, or lacks what
-    its URI's scheme needs."""
-    problems = []
+    its URI's scheme needs (once each: the dataset's Secret may serve two URIs)."""
+    problems: list[str] = []
     for use in secret_refs(spec):
         name, ref = use.field, use.ref
         keys = secret_keys(ref.name)
@@ -105,7 +105,7 @@ def secret_problems(spec: FineTuneJobSpec, namespace: str, secret_keys: SecretKe
             )
         elif (problem := missing_keys(use, keys)) is not None:
             problems.append(problem)
-    return problems
+    return list(dict.fromkeys(problems))
 
 
 def resolve_host(host: str) -> list[str]:

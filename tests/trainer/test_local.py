@@ -18,7 +18,7 @@ from finetune_operator.api.trainer import (
     trainer_config,
 )
 from finetune_operator.cli import app
-from finetune_trainer import launch, local, storage
+from finetune_trainer import data, launch, local, storage
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -137,8 +137,9 @@ def test_every_example_makes_a_local_trainer_config(example: Path, tmp_path: Pat
     assert cfg.max_steps_override == 3
     assert cfg.name == job.metadata.name
     paths = TrainerPaths(data_dir=cfg.paths.data_dir)  # the trainer finds the staged volumes as in a pod
-    if cfg.spec.dataset.uri.startswith(("pvc://", "configmap://")):
-        assert storage.resolve_dataset(cfg.spec.dataset, paths).is_file()
+    for dataset in (cfg.spec.dataset, data.evaluation_dataset(cfg.spec.dataset, cfg.spec.evaluation)):
+        if dataset is not None and dataset.uri.startswith(("pvc://", "configmap://")):
+            assert storage.resolve_dataset(dataset, paths).is_file()
     if (cfg.spec.model.uri or "").startswith("pvc://"):
         assert (storage.resolve_model(cfg.spec.model, paths) / "config.json").is_file()
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from finetune_operator import admission
 from finetune_operator.api.evaluation import DEFAULT_METRICS, TASK_METRICS, EvaluationSpec, result_key
-from finetune_operator.api.job import parse
+from finetune_operator.api.job import FineTuneJobSpec, parse
+from finetune_operator.api.references import secret_refs, web_urls
 from finetune_operator.api.trainer import TERMINATION_MESSAGE_LIMIT, TerminationMessage
+from finetune_operator.builders import storage
 
 from tests.invalid_specs import merge, minimal_job
+from tests.unit.operator_fixtures import owner
 
 
 def _ner(labels: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -64,3 +68,60 @@ def test_the_most_metrics_fit_the_termination_message_beside_the_longest_output(
 
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     assert TerminationMessage.model_validate_json(text) == message  # nothing was cut
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "dataset": {"validationSplit": 0.1},
+            "evaluation": {"enabled": True, "metrics": ["exact_match"], "maxNewTokens": 16},
+        },
+        {"dataset": {"shape": "prompt-completion"}, "evaluation": {"metrics": ["exact_match"]}},
+        {"evaluation": {"enabled": True, "datasetUri": "pvc://data/eval.jsonl"}},  # no validationSplit needed
+        {"training": {"evalSteps": 10}, "evaluation": {"datasetUri": "https://example.com/eval.jsonl"}},
+        {"evaluation": {"enabled": True, "datasetUri": "hf://org/set", "datasetSplit": "test"}},
+    ],
+    ids=["exact-match", "exact-match-declared-shape", "dataset-uri", "dataset-uri-eval-steps", "hf-split"],
+)
+def test_causal_lm_answers_and_a_separate_dataset_are_admitted(spec: dict[str, Any]) -> None:
+    parse(merge(minimal_job(), {"spec": spec}))
+
+
+def _spec(**spec: Any) -> FineTuneJobSpec:
+    return parse(merge(minimal_job(), {"spec": spec})).spec
+
+
+def test_the_evaluation_dataset_is_mounted_beside_the_training_one() -> None:
+    o = owner(
+        dataset={"uri": "pvc://train/rows.jsonl"}, evaluation={"datasetUri": "configmap://held/eval.jsonl"}
+    )
+    volumes, mounts = storage.volumes_and_mounts(o)
+    assert {"name": "input-0", "configMap": {"name": "held"}} in volumes
+    assert {"name": "input-1", "persistentVolumeClaim": {"claimName": "train", "readOnly": True}} in volumes
+    assert {"name": "input-0", "mountPath": "/data/held", "readOnly": True} in mounts
+
+
+def test_the_dataset_secret_also_authenticates_an_evaluation_dataset_of_another_scheme() -> None:
+    spec = _spec(dataset={"uri": "hf://org/set", "secretRef": {"name": "creds"}},
+                 evaluation={"datasetUri": "s3://bucket/eval.jsonl"})  # fmt: skip
+    assert [(u.field, u.scheme) for u in secret_refs(spec)] == [
+        ("spec.dataset.secretRef", "hf"), ("spec.dataset.secretRef", "s3")]  # fmt: skip
+    same = _spec(dataset={"uri": "s3://bucket/train.jsonl", "secretRef": {"name": "creds"}},
+                 evaluation={"datasetUri": "s3://bucket/eval.jsonl"})  # fmt: skip
+    assert len(secret_refs(same)) == 1
+    missing = admission.secret_problems(spec, "team-a", lambda name: None)
+    assert len(missing) == 1 and missing[0].startswith(
+        "spec.dataset.secretRef.name: Secret 'creds' not found"
+    )
+    lacking = admission.secret_problems(spec, "team-a", lambda name: {"HF_TOKEN"})
+    assert lacking == [
+        "spec.dataset.secretRef.name: Secret 'creds' lacks AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, which s3:// "
+        "needs; add AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL, AWS_REGION for an "
+        "S3-compatible store)"
+    ]
+
+
+def test_the_webhook_resolves_the_evaluation_dataset_s_host() -> None:
+    spec = _spec(evaluation={"datasetUri": "https://data.example.net/eval.jsonl"})
+    assert web_urls(spec) == [("spec.evaluation.datasetUri", "https://data.example.net/eval.jsonl")]

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from finetune_operator.api.data import CHAT_ROLES, ChatKeys, ColumnMapping, DatasetSpec, TaskSpec
+from finetune_operator.api.evaluation import DEFAULT_EVAL_SPLIT, EvaluationSpec
+from finetune_operator.api.job import FineTuneJobSpec
+from finetune_operator.api.uris import scheme_of
 
 Record = dict[str, Any]
 
@@ -326,3 +329,29 @@ def load_splits(path: Path, dataset: DatasetSpec, task: TaskSpec, seed: int) -> 
     """Read, validate and split the dataset file at `path` (already fetched to local disk)."""
     rows, shape = validate(read_records(path, infer_format(path, dataset.format)), task, dataset)
     return replace(split(rows, dataset, seed), shape=shape)
+
+
+def evaluation_dataset(dataset: DatasetSpec, evaluation: EvaluationSpec) -> DatasetSpec | None:
+    """`evaluation.datasetUri` read as `dataset` is (its format, columns, shape, chat keys and Secret): hf:// as
+    hf from `evaluation.datasetSplit`, another file in `dataset.format` unless that is hf (then from its
+    extension); None when unset."""
+    uri = evaluation.dataset_uri
+    if uri is None:
+        return None
+    hf = scheme_of(uri) == "hf"
+    fmt = "hf" if hf else (None if dataset.format == "hf" else dataset.format)
+    split = evaluation.dataset_split or DEFAULT_EVAL_SPLIT
+    return dataset.model_copy(update={"uri": uri, "format": fmt, "split": split})
+
+
+def with_evaluation_dataset(
+    splits: Splits, spec: FineTuneJobSpec, fetch: Callable[[DatasetSpec], Path]
+) -> tuple[Splits, Shape | None]:
+    """`splits` with the rows of `evaluation.datasetUri` (fetched to a local file by `fetch`, read and checked in
+    file order) instead of held-out ones, and the evaluation rows' causal-lm shape; unchanged without one."""
+    separate = evaluation_dataset(spec.dataset, spec.evaluation)
+    if separate is None:
+        return splits, splits.shape
+    path = fetch(separate)
+    rows, shape = validate(read_records(path, infer_format(path, separate.format)), spec.task, separate)
+    return replace(splits, eval=rows), shape

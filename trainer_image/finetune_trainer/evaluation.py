@@ -1,4 +1,4 @@
-"""Before/after evaluation (`spec.evaluation`): the task's metrics on the held-out rows, over all ranks.
+"""Before/after evaluation (`spec.evaluation`): the task's metrics on the evaluation rows, over all ranks.
 
 Called by the recipe: `score` once on the base model (before a checkpoint is restored, so a resumed run still
 scores the base) and once on the trained model; the periodic `training.evalSteps` loss uses `score` too, without a
@@ -64,18 +64,22 @@ def score(
     with torch.no_grad():
         for index in range(batches):
             part = shard[index * batch_size : (index + 1) * batch_size]
+            # shard[j] is rows[rank + j·world]; a padding batch is row 0, its results dropped.
+            indices = [
+                world.rank + j * world.size for j in range(index * batch_size, index * batch_size + len(part))
+            ]
             batch = collate(part or rows[:1])
             outputs = forward(batch)
             counts = _counts(task, outputs, batch)
-            guesses = scorer.predict(outputs, batch) if scorer else []
+            guesses = scorer.predict(outputs, batch, indices or [0]) if scorer else []
             if part:
                 loss_sum, items, predicted = loss_sum + counts[0], items + counts[1], predicted + guesses
     gathered = distributed.gather_objects((loss_sum, items, predicted))
     loss_sum, items = sum(g[0] for g in gathered), sum(g[1] for g in gathered)
     if not items:
         raise DataError(
-            "evaluation: the held-out rows have no trained tokens to score; raise dataset.validationSplit "
-            "or training.maxSeqLength"
+            "evaluation: the evaluation rows have no trained tokens to score; raise dataset.validationSplit "
+            "or training.maxSeqLength, or give evaluation.datasetUri longer rows"
         )
     loss = loss_sum / items
     scores = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}

@@ -138,15 +138,15 @@ def _with_local_files(
         raise LocalRunError(f"with --dataset/--model: {'; '.join(api.describe(exc))}") from None
 
 
-def _materialise_configmap(documents: list[dict[str, Any]], uri: str, manifest: Path, stage: Path) -> None:
+def _materialise_configmap(
+    documents: list[dict[str, Any]], named: str, uri: str, manifest: Path, stage: Path
+) -> None:
     name, _, key = uri.removeprefix("configmap://").partition("/")
     for doc in documents:
         if doc.get("kind") == "ConfigMap" and (doc.get("metadata") or {}).get("name") == name:
             value = (doc.get("data") or {}).get(key)
             if not isinstance(value, str):
-                raise LocalRunError(
-                    f"{manifest}: ConfigMap {name!r} has no data key {key!r} (spec.dataset.uri {uri})"
-                )
+                raise LocalRunError(f"{manifest}: ConfigMap {name!r} has no data key {key!r} ({named} {uri})")
             (stage / name).mkdir(parents=True, exist_ok=True)
             for each, text in (
                 doc.get("data") or {}
@@ -155,23 +155,23 @@ def _materialise_configmap(documents: list[dict[str, Any]], uri: str, manifest: 
                     (stage / name / each).write_text(text, encoding="utf-8")
             return
     raise LocalRunError(
-        f"spec.dataset.uri {uri}: ConfigMap {name!r} is not in {manifest}; add it there as another YAML document "
+        f"{named} {uri}: ConfigMap {name!r} is not in {manifest}; add it there as another YAML document "
         f"(kind: ConfigMap, metadata.name: {name}, data: {{{key}: ...}}) or pass --dataset FILE"
     )
 
 
-def _find_volume(uri: str, what: str, data_dir: Path) -> Path:
+def _find_volume(uri: str, named: str, data_dir: Path) -> Path:
     """The local folder that stands for the claim of `uri`: `data_dir/claim` or `data_dir` itself."""
     tried = storage.mounted_candidates(uri, data_dir)
     claim = uri.removeprefix("pvc://").partition("/")[0]
     for candidate, volume in ((tried[0], data_dir / claim), (tried[1], data_dir)):
         if candidate.exists():
-            if what == "model":
+            if named == "spec.model.uri":
                 _check_model_dir(candidate)
             return volume
-    flag = "--dataset FILE" if what == "dataset" else "--model DIR"
+    flag = "--model DIR" if named == "spec.model.uri" else "--dataset FILE"
     raise LocalRunError(
-        f"spec.{what}.uri {uri}: neither {tried[0]} nor {tried[1]} exists; pvc://CLAIM/PATH is read from "
+        f"{named} {uri}: neither {tried[0]} nor {tried[1]} exists; pvc://CLAIM/PATH is read from "
         f"DATA_DIR/CLAIM/PATH or DATA_DIR/PATH (--data-dir, now {data_dir}), or pass {flag}"
     )
 
@@ -192,15 +192,17 @@ def _stage_volumes(job: api.FineTuneJob, documents: list[dict[str, Any]], manife
         (stage / claim).mkdir()
         (stage / claim / name).symlink_to(target.resolve())
     volumes: dict[str, Path] = {}
-    for what, uri in (("dataset", job.spec.dataset.uri), ("model", job.spec.model.uri or "")):
+    spec = job.spec
+    for named, uri in (("spec.dataset.uri", spec.dataset.uri), ("spec.model.uri", spec.model.uri or ""),
+                       ("spec.evaluation.datasetUri", spec.evaluation.dataset_uri or "")):  # fmt: skip
         scheme = scheme_of(uri)
         if scheme == "configmap":
-            _materialise_configmap(documents, uri, manifest, stage)
+            _materialise_configmap(documents, named, uri, manifest, stage)
         elif scheme == "pvc":
             claim = uri.removeprefix("pvc://").partition("/")[0]
             if claim in links and uri == f"pvc://{claim}/{links[claim][0]}":
                 continue
-            volume = _find_volume(uri, what, data_dir)
+            volume = _find_volume(uri, named, data_dir)
             if volumes.setdefault(claim, volume) != volume or (stage / claim).is_dir():
                 raise LocalRunError(f"pvc://{claim} stands for two local folders here; rename one claim")
     for claim, volume in volumes.items():

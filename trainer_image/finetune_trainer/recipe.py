@@ -19,14 +19,16 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 - SIGTERM (suspension, preemption, node drain): all ranks agree on the step to stop at, save a checkpoint there and
   exit with `ExitCode.INTERRUPTED`, so a restart loses no finished step.
 - Progress: Prometheus gauges on `metrics_port` and JSON log lines from rank 0 (`metrics.py`).
-- Before/after evaluation (`spec.evaluation`): the base model and the result scored on the held-out rows with the
-  task's metrics (`evaluation.py`, `scoring.py`), reported as `eval_before_<metric>` / `eval_after_<metric>`.
+- Before/after evaluation (`spec.evaluation`): the base model and the result scored on the held-out rows (or
+  `evaluation.datasetUri`) with the task's metrics (`evaluation.py`, `scoring.py`), reported as
+  `eval_before_<metric>` / `eval_after_<metric>`.
 - Output: adapter or model, `manifest.json` with digests (`output.py`); the extra formats of `output.formats`
   (merged, onnx), each checked against the trained model's logits before it is published (`export.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -145,8 +147,14 @@ class FineTuneRecipe:
         self.data_info: dict[str, Any] = {"rows": len(splits.train) + len(splits.eval)}
         if splits.shape is not None:
             self.data_info.update(shape=splits.shape.name, shape_from=splits.shape.origin)
+        fetch = functools.partial(storage.resolve_dataset, paths=self.cfg.paths)
+        splits, eval_shape = data.with_evaluation_dataset(splits, self.spec, fetch)
+        if self.spec.evaluation.dataset_uri is not None:  # its rows instead of held-out ones
+            self.data_info["eval_rows"] = len(splits.eval)
         self.reporter.event("data", **self.data_info)
-        templates.require(self.tokenizer, self.spec.task, splits.shape)
+        for shape in (splits.shape, eval_shape):
+            templates.require(self.tokenizer, self.spec.task, shape)
+        scoring.require_answers(self.spec, eval_shape)
         max_len = min(self.spec.training.max_seq_length, self.tokenizer.model_max_length)
         encode = (self.tokenizer, self.spec.task, self.spec.dataset.columns, max_len)
         train, evals = (tasks.encode_all(rows, *encode) for rows in (splits.train, splits.eval))

@@ -117,13 +117,22 @@ def _chat(
     return _features(tokenizer, segments, len(segments) - 1, max_len)
 
 
+def _lead(tokenizer: Any) -> str:
+    """BOS where the tokenizer itself starts a text with it (as a completion endpoint would), else nothing."""
+    bos = tokenizer.bos_token
+    return bos if bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id] else ""
+
+
 def _plain(tokenizer: Any, prompt: str, answer: str, loss_on: str, max_len: int) -> tuple[Features, int]:
-    """Raw text: BOS only where the tokenizer itself starts a text with it (as a completion endpoint would), EOS
-    after the answer so the model learns to stop."""
-    bos, eos = tokenizer.bos_token, tokenizer.eos_token
-    lead = bos if bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id] else ""
-    end = eos if eos is not None else ""
-    return _features(tokenizer, [(lead, False), (prompt, loss_on == "all"), (answer + end, True)], 2, max_len)
+    """Raw text: BOS only where the tokenizer adds one (`_lead`), EOS after the answer so the model learns to stop."""
+    end = tokenizer.eos_token or ""
+    segments = [(_lead(tokenizer), False), (prompt, loss_on == "all"), (answer + end, True)]
+    return _features(tokenizer, segments, 2, max_len)
+
+
+def _as_chat(tokenizer: Any, task: TaskSpec) -> bool:
+    """Whether string prompt/completion rows are rendered as a user and an assistant turn (`task.promptFormat`)."""
+    return task.prompt_format == "chat" or (task.prompt_format == "auto" and has_chat_template(tokenizer))
 
 
 def encode_causal_lm(
@@ -144,8 +153,24 @@ def encode_measured(
     prompt, completion, loss_on = row["prompt"], row["completion"], task.loss_on
     if isinstance(prompt, list):
         return _chat(tokenizer, prompt, completion, loss_on, max_len)
-    chat = task.prompt_format == "chat" or (task.prompt_format == "auto" and has_chat_template(tokenizer))
-    if chat:
+    if _as_chat(tokenizer, task):
         turns = [{"role": "user", "content": prompt}], [{"role": "assistant", "content": completion}]
         return _chat(tokenizer, *turns, loss_on, max_len)
     return _plain(tokenizer, prompt, completion, loss_on, max_len)
+
+
+def answer_prompt(row: Record, tokenizer: Any, task: TaskSpec) -> tuple[list[int], str, tuple[str, ...]]:
+    """A prompt/completion or chat `data.sample` as a greedy answer to it starts: the prompt's token ids as
+    training encodes them (the chat template up to its generation prompt, or the plain prompt after `_lead`), the
+    reference answer (the completion; of chat completions, the first message's text) and the texts that end an
+    answer (the end of turn the template writes after an assistant message, and EOS)."""
+    prompt, completion = row["prompt"], row["completion"]
+    eos = tokenizer.eos_token or ""
+    if not isinstance(prompt, list) and not _as_chat(tokenizer, task):
+        return _ids(tokenizer, _lead(tokenizer)) + _ids(tokenizer, prompt), completion, (eos,)
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    answer = completion[0]["content"] if isinstance(completion, list) else completion
+    opened = _apply(tokenizer, messages, True)
+    tail = _apply(tokenizer, [*messages, {"role": "assistant", "content": answer}], False)[len(opened) :]
+    end = tail[len(answer) :].strip() if tail.startswith(answer) else ""
+    return _ids(tokenizer, opened), answer, tuple(s for s in (end, eos) if s)

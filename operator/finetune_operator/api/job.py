@@ -11,7 +11,13 @@ from pydantic.config import JsonDict
 from finetune_operator.api.base import ApiModel, Rule
 from finetune_operator.api.common import DNS_SUBDOMAIN
 from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.evaluation import ENTITY_METRICS, ENTITY_TAG, TASK_METRICS, EvaluationSpec
+from finetune_operator.api.evaluation import (
+    ENTITY_METRICS,
+    ENTITY_TAG,
+    EVALUATION_RULES,
+    TASK_METRICS,
+    EvaluationSpec,
+)
 from finetune_operator.api.model import MethodSpec, ModelSpec
 from finetune_operator.api.output import EXPORT_RULES, OutputSpec, RunPolicy
 from finetune_operator.api.placement import ResourcesSpec
@@ -143,19 +149,7 @@ class FineTuneJobSpec(ApiModel):
             cel="!self.output.mergeAdapter || self.method.type != 'full'",
         ),
         *EXPORT_RULES,
-        Rule(
-            field="training.evalSteps",
-            message="training.evalSteps needs dataset.validationSplit > 0 to have data to evaluate on",
-            check=lambda s: s.training.eval_steps is None or s.dataset.validation_split > 0,
-            cel="!has(self.training.evalSteps) || self.dataset.validationSplit > 0.0",
-        ),
-        Rule(
-            field="evaluation.enabled",
-            message="evaluation.enabled needs held-out rows: set dataset.validationSplit > 0 (e.g. 0.1), or set "
-            "evaluation.enabled false",
-            check=lambda s: not s.evaluation.enabled or s.dataset.validation_split > 0,
-            cel="!self.evaluation.enabled || self.dataset.validationSplit > 0.0",
-        ),
+        *EVALUATION_RULES,
         *(_eval_metrics_rule(task) for task in TASK_METRICS),
         Rule(
             field="task.labels",
@@ -163,12 +157,6 @@ class FineTuneJobSpec(ApiModel):
             "S-); rename the labels, or set evaluation.metrics to [loss]",
             check=_entity_tags_ok,
             server=False,  # a regex over up to 10,000 label names of any length is beyond CEL's cost budget
-        ),
-        Rule(
-            field="evaluation.maxNewTokens",
-            message="evaluation.maxNewTokens bounds the generations of task.type seq2seq only; remove it",
-            check=lambda s: s.evaluation.max_new_tokens is None or s.task.type == "seq2seq",
-            cel="!has(self.evaluation.maxNewTokens) || self.task.type == 'seq2seq'",
         ),
         Rule(
             field="training.optimizer",

@@ -31,12 +31,16 @@ class SecretUse(NamedTuple):
 
 
 def secret_refs(spec: FineTuneJobSpec) -> list[SecretUse]:
-    """Each Secret the job names, with the scheme of the URI it authenticates ("" for a preset model)."""
+    """Each Secret the job names, with the scheme of the URI it authenticates ("" for a preset model); the dataset's
+    Secret once more when it also authenticates an `evaluation.datasetUri` of another scheme."""
+    eval_uri = spec.evaluation.dataset_uri
     named: tuple[tuple[str, SecretRef | None, StorageRole, str | None], ...] = (
         ("spec.model.accessSecretRef", spec.model.access_secret_ref, "model", spec.model.uri),
         ("spec.dataset.secretRef", spec.dataset.secret_ref, "dataset", spec.dataset.uri),
         ("spec.output.pushSecretRef", spec.output.push_secret_ref, "output", spec.output.uri),
     )
+    if eval_uri is not None and scheme_of(eval_uri) != scheme_of(spec.dataset.uri):
+        named += (("spec.dataset.secretRef", spec.dataset.secret_ref, "dataset", eval_uri),)
     return [
         SecretUse(field, ref, role, scheme_of(uri or ""))
         for field, ref, role, uri in named
@@ -67,5 +71,8 @@ def missing_keys(use: SecretUse, keys: Collection[str]) -> str | None:
 
 def web_urls(spec: FineTuneJobSpec) -> list[tuple[str, str]]:
     """(field, URL) for each http(s) URL the trainer will download."""
-    named = (("spec.dataset.uri", spec.dataset.uri),)
-    return [(field, url) for field, url in named if scheme_of(url) in ("http", "https")]
+    named = (
+        ("spec.dataset.uri", spec.dataset.uri),
+        ("spec.evaluation.datasetUri", spec.evaluation.dataset_uri),
+    )
+    return [(field, url) for field, url in named if url is not None and scheme_of(url) in ("http", "https")]

@@ -9,8 +9,8 @@
   there, then uploads or pushes it, and a pod that is lost resumes from the checkpoints on it.
 - Registry auth of oci:// URIs: the role's kubernetes.io/dockerconfigjson Secret mounted read-only as
   `registry_auth_dir(role)/config.json` (`registry_auth`).
-- pvc:// datasets and models: the claim mounted read-only at /data/<claim>; configmap:// datasets: the ConfigMap
-  mounted at /data/<name>. The trainer looks up `<dataDir>/<claim>/<path>` (see trainer_image/README.md).
+- pvc:// datasets (`dataset.uri`, `evaluation.datasetUri`) and models: the claim mounted read-only at
+  /data/<claim>; configmap:// datasets: the ConfigMap mounted at /data/<name>. The trainer looks up `<dataDir>/<claim>/<path>` (see trainer_image/README.md).
 - The config at `CONFIG_MOUNT_DIR`, memory-backed /dev/shm, and emptyDirs for the cache and /tmp (the root
   filesystem is read-only).
 """
@@ -82,7 +82,7 @@ def output_pvc(owner: Owner, settings: Settings) -> dict[str, Any] | None:
 def _input_volumes(owner: Owner) -> list[tuple[str, dict[str, Any]]]:
     """(mount name, volume source) of each distinct pvc:// or configmap:// input."""
     spec, found = owner.job.spec, {}
-    for uri in (spec.model.uri, spec.dataset.uri):
+    for uri in (spec.model.uri, spec.dataset.uri, spec.evaluation.dataset_uri):
         if uri is None or scheme_of(uri) not in ("pvc", "configmap"):
             continue
         volume = _claim_and_path(uri)[0]
