@@ -148,12 +148,12 @@ def test_unknown_preset_is_an_invalid_config(tmp_path: Path, monkeypatch: pytest
 
 
 def test_an_exception_without_a_message_still_says_where_it_was_raised() -> None:
-    from finetune_trainer import recipe
+    from finetune_trainer import failures
 
     try:
         raise AssertionError  # what a bare `assert` in a library (e.g. bitsandbytes) raises
     except AssertionError as exc:
-        summary = recipe.failure_summary(exc)
+        summary = failures.failure_summary(exc)
 
     assert summary.reason == "AssertionError"
     assert (summary.message or "").startswith("raised at test_failures.py:")

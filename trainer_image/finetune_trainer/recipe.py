@@ -29,10 +29,10 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import random
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +50,7 @@ from finetune_trainer import (
     engine,
     evaluation,
     export,
+    failures,
     metrics,
     model,
     output,
@@ -60,19 +61,6 @@ from finetune_trainer import (
     templates,
 )
 from finetune_trainer.checkpoint import Position
-
-INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (
-    data.DataError,
-    ownership.CheckpointMismatch,
-    batching.UnsupportedBatchingError,
-    export.ExportError,
-)
-"""Failures no retry can fix: the dataset's content (a bad row, too few rows, an unknown format), another run's
-checkpoints or result in this run's folders, a batching the model's attention cannot do, or an export the exporter
-cannot write or that does not reproduce the trained model. They exit with
-`ExitCode.INVALID_CONFIG`, as a config that does not validate does (`__main__`), so the Job fails at once. Everything
-else (unreachable storage, the hub, memory, library errors) exits `ExitCode.FAILED` and is retried."""
-
 
 LISTED_TOO_LONG = 20
 """At most this many rows cut to fit are named in the `lengths` log line; manifest.json counts them all."""
@@ -360,7 +348,15 @@ class FineTuneRecipe:
         return export.Reference(batch, outputs, export.precision_of(self.spec, self.placement.dtype))
 
     def cleanup(self) -> None:
-        """Leave the process group."""
+        """Free the engine, then leave the process group.
+
+        DDP's reducer and DeepSpeed hold the process group. Freed after `shutdown`, at interpreter exit, the engine
+        dropped the group's last reference while holding the GIL, and gloo's destructor waited for a worker thread
+        that needed the GIL: a rank that had saved its results hung or aborted ("terminate called without an active
+        exception") on its way out.
+        """
+        self.__dict__.pop("engine", None)
+        gc.collect()
         distributed.shutdown()
 
 
@@ -376,20 +372,6 @@ def _to_device(batch: batching.Batch, device: torch.device) -> batching.Batch:
     }
 
 
-def failure_summary(exc: BaseException) -> TerminationMessage:
-    """The termination message of a failed run: the error's kind and its message (or where it was raised)."""
-    message = str(exc)
-    if not message and exc.__traceback__ is not None:  # a bare `assert` deep in a library says nothing
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        message = f"raised at {Path(frame.filename).name}:{frame.lineno}: {frame.line}"
-    return failed(type(exc).__name__, message)
-
-
-def exit_code(exc: BaseException) -> ExitCode:
-    """INVALID_CONFIG for failures no retry can fix (`INVALID_CONFIG_ERRORS`), else FAILED."""
-    return ExitCode.INVALID_CONFIG if isinstance(exc, INVALID_CONFIG_ERRORS) else ExitCode.FAILED
-
-
 def main(cfg: TrainerConfig) -> int:
     """Run one FineTuneJob; returns the process exit code (`ExitCode`)."""
     message_path = metrics.termination_message_path(cfg.paths.termination_message_path)
@@ -401,8 +383,8 @@ def main(cfg: TrainerConfig) -> int:
         metrics.write_termination_message(message_path, failed("Interrupted", str(exc)))
         return ExitCode.INTERRUPTED
     except Exception as exc:
-        metrics.finish(message_path, failure_summary(exc))
-        return exit_code(exc)
+        metrics.finish(message_path, failures.failure_summary(exc))
+        return failures.exit_code(exc)
     if summary is not None:
         summary.metrics["train_seconds"] = round(time.monotonic() - started, 2)
         metrics.finish(message_path, summary)
