@@ -53,6 +53,9 @@ Stamp = tuple[float, float, int]
 
 
 def _config(work: Path, steps: int, batching_mode: str) -> TrainerConfig:
+    out = Path(
+        tempfile.mkdtemp(prefix="out-", dir=work)
+    )  # a run's own folders: a finished run's would stop it
     spec = {
         "model": {"uri": "pvc://work/model"},
         "dataset": {"uri": "pvc://work/rows.jsonl"},
@@ -64,9 +67,8 @@ def _config(work: Path, steps: int, batching_mode: str) -> TrainerConfig:
     }  # fmt: skip
     return TrainerConfig.model_validate({
         "name": "bench", "spec": spec, "metrics_port": 0,
-        "paths": {"output_dir": str(work / "out"), "checkpoint_dir": str(work / "out" / "ckpt"),
-                  "cache_dir": str(work / "cache"), "data_dir": str(work),
-                  "termination_message_path": str(work / "termination-log")},
+        "paths": {"output_dir": str(out), "checkpoint_dir": str(out / "ckpt"), "cache_dir": str(out / "cache"),
+                  "data_dir": str(work), "termination_message_path": str(out / "termination-log")},
     })  # fmt: skip
 
 
@@ -122,9 +124,12 @@ def run_ours(cfg: TrainerConfig, clock: Clock) -> tuple[list[float], float]:
         positions[1] += int(batch["input_ids"].numel())
         return batch
 
+    log = io.StringIO()
     with (mock.patch.object(metrics.Reporter, "step", stamped), mock.patch.object(batching.Layout, "collate", counted),
-          contextlib.redirect_stdout(io.StringIO())):  # fmt: skip
-        assert recipe.main(cfg) == 0
+          contextlib.redirect_stdout(log)):  # fmt: skip
+        code = recipe.main(cfg)
+    if code != 0:
+        raise RuntimeError(f"recipe.main exited {code}: {log.getvalue()[-2000:]}")
     return losses, 1 - positions[0] / positions[1]
 
 

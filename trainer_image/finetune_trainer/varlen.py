@@ -14,6 +14,7 @@ Batches without boundaries (padded, evaluation, generation) take transformers' S
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -47,20 +48,34 @@ def per_row_sdpa(
         bounds is not None
         and query.shape[0] == 1
         and key.shape[2] == tokens
-        and int(bounds[-1]) == tokens
+        and _edges(bounds)[-1] == tokens
         and getattr(module, "is_causal", True)
     )
     if not flattened:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    edges = bounds.tolist()
+        whole: tuple[torch.Tensor, None] = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, **kwargs
+        )
+        return whole
+    edges = _edges(bounds)
     rows = [
         sdpa_attention_forward(
             module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, dropout, scaling,
             **{**kwargs, "is_causal": True},
         )[0]
-        for a, b in zip(edges[:-1], edges[1:], strict=True)
+        for a, b in itertools.pairwise(edges)
     ]  # fmt: skip
     return torch.cat(rows, dim=1), None
+
+
+_last: list[tuple[torch.Tensor, list[int]]] = []
+"""The last boundaries read and their values: every layer of a forward gets the same tensor, and on a GPU reading
+it waits for the device, so it is read once per forward."""
+
+
+def _edges(bounds: torch.Tensor) -> list[int]:
+    if not _last or _last[0][0] is not bounds:
+        _last[:] = [(bounds, [int(b) for b in bounds.tolist()])]
+    return _last[0][1]
 
 
 def register() -> None:
