@@ -145,11 +145,24 @@ def test_the_probe_sees_a_model_whose_rows_attend_to_each_other(net: Any) -> Non
         assert not batching.probe(cached, ROWS, 0).flat
 
 
-def test_per_row_attention_equals_sdpa_with_the_block_diagonal_mask(net: Any) -> None:
-    """varlen: tiny-llama is loaded with it, and it gives transformers' SDPA result without its dense mask."""
+def test_per_row_attention_equals_sdpa_with_the_block_diagonal_mask(
+    net: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """varlen: tiny-llama is loaded with it, it runs SDPA once per row and layer, and it gives transformers' SDPA
+    result without the dense mask."""
     flat = batching.flatten(ROWS)
+    lengths: list[int] = []
+    sdpa = varlen.sdpa_attention_forward
+
+    def counted(module: Any, query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        lengths.append(query.shape[2])
+        return sdpa(module, query, *args, **kwargs)
+
     assert net.config._attn_implementation == varlen.NAME
-    per_row = _logits(net, flat)
+    with monkeypatch.context() as patch:
+        patch.setattr(varlen, "sdpa_attention_forward", counted)
+        per_row = _logits(net, flat)
+    assert lengths == [len(r["input_ids"]) for r in ROWS] * tiny.LAYERS
     with _attention(net, "sdpa"):
         masked = _logits(net, flat)
     torch.testing.assert_close(per_row, masked, rtol=1e-5, atol=1e-5)
