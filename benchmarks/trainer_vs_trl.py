@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -103,8 +104,8 @@ class Clock:
             return []
         ops = sorted(self.profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in ops)
-        return [{"op": e.key, "self_cpu_share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
-                for e in ops[:12]]  # fmt: skip
+        return [{"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1),
+                 "self_cpu_share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in ops[:12]]  # fmt: skip
 
 
 def run_ours(cfg: TrainerConfig, clock: Clock) -> tuple[list[float], float]:
@@ -250,6 +251,9 @@ def summary(runs: dict[str, list[dict[str, Any]]], warmup: int) -> dict[str, Any
             "losses": [round(x, 4) for x in results[0]["losses"]],
             "per_repeat_tokens_per_s": [round(r[0], 2) for r in rates],
             "load_before_after": [[r["load_before"][0], r["load_after"][0]] for r in results],
+            "step_seconds": [
+                [round(b[0] - a[0], 2) for a, b in itertools.pairwise(r["stamps"])] for r in results
+            ],
         }
     anchor = sides["trl padding_free"]
     for values in sides.values():
@@ -270,6 +274,7 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES), help="the sides to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -278,19 +283,20 @@ def main() -> int:
         print(json.dumps(child(args.side, args.work, args.steps, args.profile)))
         return 0
     folder, rows = bench_lm.build(ROOT / ".cache" / "bench-models")
-    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    sides = [side for side in SIDES if side in args.sides]
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "model").symlink_to(folder)
         (work / "rows.jsonl").symlink_to(rows)
         for repeat in range(args.repeats):
-            for side in SIDES if repeat % 2 == 0 else reversed(SIDES):
+            for side in sides if repeat % 2 == 0 else reversed(sides):
                 runs[side].append(_spawn(side, work, args.steps, profile=False))
                 print(f"repeat {repeat} {side}: {rate(runs[side][-1], args.warmup)[0]:.1f} real tokens/s, load "
                       f"{runs[side][-1]['load_before'][0]} → {runs[side][-1]['load_after'][0]}", file=sys.stderr)  # fmt: skip
         profiles = {
-            s: _spawn(s, work, args.warmup + 1, True)["ops"] for s in SIDES if args.profile and "free" in s
+            s: _spawn(s, work, args.warmup + 1, True)["ops"] for s in sides if args.profile and "free" in s
         }
     result = {
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {THREADS} threads", "versions": _versions(),
