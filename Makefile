@@ -5,7 +5,7 @@ export PIP_ROOT_USER_ACTION := ignore
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: test deps lint types unit trainer integration e2e crd chart-docs tools demo cluster-up cluster-down kind-up kind-down images bench
+.PHONY: test deps lint types unit trainer integration e2e crd chart-docs tools demo cluster-up cluster-down kind-up kind-down images bench bench-trl
 
 test: deps lint types unit trainer integration e2e
 
@@ -73,3 +73,8 @@ bench:
 	$(PYTHON) benchmarks/operator_scale.py
 	$(PYTHON) benchmarks/e2e_latency.py
 	$(PYTHON) benchmarks/gpu_fit.py
+
+# The trainer against TRL's SFTTrainer (about 20 minutes on 2 cores); TRL is the `bench` extra only.
+bench-trl:
+	$(PYTHON) -m pip install --quiet -e '.[bench]'
+	$(PYTHON) benchmarks/trainer_vs_trl.py --steps 8 --warmup 2 --repeats 3 --profile --json benchmarks/reports/trainer_vs_trl.json

@@ -3,13 +3,14 @@ layout gives the same loss on the same rows, and length grouping keeps the epoch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import torch
 from finetune_operator.api.job import FineTuneJobSpec
-from finetune_trainer import batching, tasks, tiny
+from finetune_trainer import batching, tasks, tiny, varlen
 from finetune_trainer import model as model_lib
 
 from tests.trainer.trainerkit import INSTRUCTIONS, LLAMA, PRESETS, Run
@@ -125,13 +126,46 @@ def test_the_probe_finds_what_tiny_llama_supports(net: Any) -> None:
     assert support == batching.Support(flat=True, trained_head=True)
 
 
+@contextlib.contextmanager
+def _attention(net: Any, name: str) -> Iterator[None]:
+    net.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        net.set_attn_implementation(varlen.NAME)
+
+
 def test_the_probe_sees_a_model_whose_rows_attend_to_each_other(net: Any) -> None:
-    """A KV cache makes transformers ignore the restarting positions: the probe must notice the cross-talk."""
+    """Under transformers' SDPA a KV cache makes it ignore the restarting positions: the probe must notice."""
 
     def cached(batch: batching.Batch) -> Any:
         return net(**{**batch, "use_cache": True})
 
-    assert not batching.probe(cached, ROWS, 0).flat
+    with _attention(net, "sdpa"):
+        assert not batching.probe(cached, ROWS, 0).flat
+
+
+def test_per_row_attention_equals_sdpa_with_the_block_diagonal_mask(
+    net: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """varlen: tiny-llama is loaded with it, it runs SDPA once per row and layer, and it gives transformers' SDPA
+    result without the dense mask."""
+    flat = batching.flatten(ROWS)
+    lengths: list[int] = []
+    sdpa = varlen.sdpa_attention_forward
+
+    def counted(module: Any, query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        lengths.append(query.shape[2])
+        return sdpa(module, query, *args, **kwargs)
+
+    assert net.config._attn_implementation == varlen.NAME
+    with monkeypatch.context() as patch:
+        patch.setattr(varlen, "sdpa_attention_forward", counted)
+        per_row = _logits(net, flat)
+    assert lengths == [len(r["input_ids"]) for r in ROWS] * tiny.LAYERS
+    with _attention(net, "sdpa"):
+        masked = _logits(net, flat)
+    torch.testing.assert_close(per_row, masked, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("world", "size"), [(1, 4), (2, 2), (3, 1)])

@@ -5,7 +5,8 @@ the task (`tasks.MODEL_CLASSES`); LoRA-family methods wrap the model with peft (
 the frozen base in 4 or 8 bits through bitsandbytes and runs `prepare_model_for_kbit_training` first. Under
 DeepSpeed ZeRO-3 the caller must have created `HfDeepSpeedConfig` before this runs, so `from_pretrained` shards the
 weights as it loads them; QLoRA then stores the 4-bit weights in the compute dtype (`bnb_4bit_quant_storage`) and
-uses no `device_map`, as ZeRO-3 requires. 4-bit weights keep bitsandbytes' portable layout on every CPU.
+uses no `device_map`, as ZeRO-3 requires. 4-bit weights keep bitsandbytes' portable layout on every CPU. A causal LM
+with SDPA attention runs padding-free batches row by row (`varlen`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import transformers
 from finetune_operator.api.job import FineTuneJobSpec
 from finetune_operator.api.presets import PRESETS
 
-from finetune_trainer import tasks
+from finetune_trainer import tasks, varlen
 
 DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
@@ -107,6 +108,8 @@ def load_base(path: Path, spec: FineTuneJobSpec, placement: Placement, tokenizer
         model.to(placement.device)
     if quantization is not None:
         _keep_portable_4bit_layout(model)
+    if spec.task.type == "causal-lm":
+        varlen.use_per_row_sdpa(model)
     return model
 
 
