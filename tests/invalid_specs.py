@@ -493,7 +493,7 @@ INVALID_SPECS: list[InvalidSpec] = [
     ),
     # output and run policy
     _case("output-https", "spec.output.uri", {"output": {"uri": "https://example.com/upload"}}),
-    _case("output-oci-malformed", "spec.output.uri", {"output": {"uri": "oci://Registry"}}),
+    _case("output-oci-malformed", "spec.output.uri", {"output": {"uri": "oci://Registry"}}, server=False),
     _case(
         "output-s3-uppercase-bucket", "spec.output.uri", {"output": {"uri": "s3://Models/out"}}, server=False
     ),
