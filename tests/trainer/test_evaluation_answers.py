@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from finetune_trainer import data, scoring, sft, tasks
 
 from tests.trainer.test_chat_format import CHAT, INSTRUCTION, _tokenizer, encode
 from tests.trainer.test_evaluation_tasks import _two_ranks_agree
-from tests.trainer.trainerkit import INSTRUCTIONS, Run, write_rows
+from tests.trainer.trainerkit import INSTRUCTIONS, Run, eval_scores, write_rows
 
 EXACT = {"enabled": True, "metrics": ["exact_match", "loss"], "maxNewTokens": 8}
 ANSWERS = {"model": {"preset": "tiny-llama"}, "method": {"type": "full"}, "dataset": {"validationSplit": 0.25},
@@ -27,22 +25,11 @@ ANSWERS = {"model": {"preset": "tiny-llama"}, "method": {"type": "full"}, "datas
 """The held-out rows (4 of 16) are copies of trained instructions, which 80 full fine-tuning steps memorise."""
 
 
-def _scores(run: Run) -> dict[str, float]:
-    assert run.rc == 0, run.summary
-    manifest = json.loads((run.output / "manifest.json").read_text())["metrics"]
-    scores = {
-        k: v for k, v in run.summary["metrics"].items() if k.startswith(("eval_before_", "eval_after_"))
-    }
-    assert scores == {k: v for k, v in manifest.items() if k.startswith(("eval_before_", "eval_after_"))}
-    assert all(math.isfinite(v) for v in scores.values()), scores
-    return scores
-
-
 @pytest.mark.slow
 def test_causal_lm_exact_match_rises_and_two_ranks_agree(train: Callable[..., Run], tmp_path: Path) -> None:
     run = train(ANSWERS, INSTRUCTIONS * 2)
 
-    scores = _scores(run)
+    scores = eval_scores(run)
     assert set(scores) == {f"eval_{p}_{m}" for p in ("before", "after") for m in ("exact_match", "loss")}
     assert [e["rows"] for e in run.events if e["event"] == "evaluation"] == [4, 4]
     # The random base answers none of the 4 held-out prompts; the trained model at least 3 of them.
@@ -113,7 +100,7 @@ def test_a_separate_dataset_is_evaluated_instead_of_held_out_rows(
     assert run.event("start")["train_examples"] == 16
     assert [e["rows"] for e in run.events if e["event"] == "evaluation"] == [4, 4]
     assert len([e for e in run.events if e["event"] == "eval"]) == 2  # training.evalSteps uses it too
-    scores = _scores(run)
+    scores = eval_scores(run)
     assert set(scores) == {
         "eval_before_loss",
         "eval_before_perplexity",

@@ -10,8 +10,6 @@ after training, on the same held-out rows. The trained model scores well above c
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from finetune_trainer import evaluation, scoring
 
 from tests.trainer.test_tasks import QUESTIONS, REVIEWS
-from tests.trainer.trainerkit import Run, launch, make_config
+from tests.trainer.trainerkit import Run, eval_scores, launch, make_config
 
 HELD_OUT = {"validationSplit": 0.25}
 SEED = 3
@@ -47,13 +45,7 @@ SENTENCES = [
 
 
 def _scores(run: Run) -> dict[str, float]:
-    assert run.rc == 0, run.summary
-    manifest = json.loads((run.output / "manifest.json").read_text())["metrics"]
-    scores = {
-        k: v for k, v in run.summary["metrics"].items() if k.startswith(("eval_before_", "eval_after_"))
-    }
-    assert scores == {k: v for k, v in manifest.items() if k.startswith(("eval_before_", "eval_after_"))}
-    assert all(math.isfinite(v) for v in scores.values()), scores
+    scores = eval_scores(run)
     assert [e["rows"] for e in run.events if e["event"] == "evaluation"] == [4, 4]  # the held-out rows
     return scores
 

@@ -8,6 +8,7 @@ the repository root (ignored by git) and reused by later sessions; DeepSpeed's c
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -176,3 +177,15 @@ def launch(cfg: TrainerConfig, nproc: int = 1, timeout: float = 600, module: str
     if done.returncode != 0:
         print(done.stdout[-5000:], done.stderr[-5000:])
     return Run(done.returncode, parse_events(done.stdout), read_summary(cfg), Path(cfg.paths.output_dir), cfg)
+
+
+def eval_scores(run: Run) -> dict[str, float]:
+    """The eval_before_/eval_after_ scores of a succeeded run: finite, and the same in its summary and manifest."""
+    assert run.rc == 0, run.summary
+    manifest = json.loads((run.output / "manifest.json").read_text())["metrics"]
+    scores = {
+        k: v for k, v in run.summary["metrics"].items() if k.startswith(("eval_before_", "eval_after_"))
+    }
+    assert scores == {k: v for k, v in manifest.items() if k.startswith(("eval_before_", "eval_after_"))}
+    assert all(math.isfinite(v) for v in scores.values()), scores
+    return scores
