@@ -34,10 +34,29 @@ if [[ "$running" == finetune.local/kind-node:* && "$running" != "$image" ]]; the
   log "cluster $name runs $running, not $image: recreating it"
   kind delete cluster --name "$name" >&2
 fi
+# answers: the cluster's API server is ready within $1 seconds.
+answers() {
+  local deadline=$((SECONDS + $1))
+  until kubectl --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 2
+  done
+}
+# A cluster of ours whose node containers restarted (with Docker or the machine) comes back on new container
+# addresses that its kubeadm configuration does not know, and its API server never answers: after 90 s it is
+# recreated. Someone else's cluster is never deleted.
 if kind get clusters 2>/dev/null | grep -qx "$name"; then
-  log "cluster $name exists"
-  kind export kubeconfig --name "$name" --kubeconfig "$kubeconfig" >&2
-else
+  if kind export kubeconfig --name "$name" --kubeconfig "$kubeconfig" >&2 && answers 90; then
+    log "cluster $name exists"
+  elif [[ "$running" == finetune.local/kind-node:* ]]; then
+    log "cluster $name exists but its API server does not answer (its nodes restarted?): recreating it"
+    kind delete cluster --name "$name" >&2
+  else
+    log "cluster $name ($running) does not answer; fix it or delete it: kind delete cluster --name $name"
+    exit 1
+  fi
+fi
+if ! kind get clusters 2>/dev/null | grep -qx "$name"; then
   log "creating cluster $name from kind-config.yaml with $image"
   start=$SECONDS
   kind create cluster --name "$name" --config "$ROOT/kind-config.yaml" --image "$image" \

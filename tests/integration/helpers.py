@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -9,12 +10,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import pytest
 import yaml
@@ -87,14 +90,55 @@ def fresh_namespace(kube: Kube, test_name: str, prefix: str, suite: str) -> Iter
                 raise
 
 
+class ScriptFailed(subprocess.CalledProcessError):
+    """A hack/ script's non-zero exit, with the last lines of its log in the message (what CI shows of a run is its
+    tail, far below the live log)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} Its last lines on stderr:\n{self.stderr}"
+
+
 def run_live(config: pytest.Config, argv: list[str], timeout: float, stdout: int | None = None) -> str:
     """Runs a hack/ script with its log (stderr) shown live, as a cold build takes many minutes; its stdout is shown
-    too unless `stdout` redirects it (subprocess.PIPE: returned, DEVNULL: dropped)."""
+    too unless `stdout` redirects it (subprocess.PIPE: returned, DEVNULL: dropped). Raises ScriptFailed.
+
+    The log goes through a file, not a pipe: daemons the script leaves running (dockerd, the control plane) may hold
+    it open, and must never write into a closed pipe."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+    with (
+        capture.global_and_fixture_disabled() if capture else contextlib.nullcontext(),
+        tempfile.NamedTemporaryFile("w", prefix="run-live-", suffix=".log") as log,
+        Path(log.name).open() as reader,
+    ):
         print(f"\n[tests] running {' '.join(argv)}", file=sys.stderr, flush=True)
-        done = subprocess.run(argv, cwd=ROOT, check=True, timeout=timeout, text=True, stdout=stdout)
-    return done.stdout or ""
+        proc = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=stdout, stderr=log)
+        echo = threading.Thread(target=_echo, args=(reader, proc), daemon=True)
+        echo.start()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            echo.join()
+        reader.seek(0)
+        tail = "".join(collections.deque(reader, maxlen=40))
+    if proc.returncode:
+        raise ScriptFailed(proc.returncode, argv, output=out, stderr=tail)
+    return out or ""
+
+
+def _echo(log: IO[str], proc: subprocess.Popen[str]) -> None:
+    """Copies what the script writes to its log onto this process's stderr until the script ends."""
+    while True:
+        ended = proc.poll() is not None
+        if chunk := log.read():
+            sys.stderr.write(chunk)
+            sys.stderr.flush()
+        elif ended:
+            return
+        else:
+            time.sleep(0.5)
 
 
 def crd_documents(directory: Path) -> list[dict[str, Any]]:
