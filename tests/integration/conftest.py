@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-# Make `tests.` importable however pytest is invoked (tests/invalid_specs.py is shared with the unit tests).
+# Make `tests.` importable however pytest is invoked (tests/invalid_specs/ is shared with the unit tests).
 _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.append(str(_ROOT))

@@ -1,6 +1,6 @@
 """`spec.output.formats`: which formats a job writes (mergeAdapter is merged), and where each can work.
 
-The refusals themselves (duplicates, merged on a full fine-tune, onnx on seq2seq) are cases of `invalid_specs.py`,
+The refusals themselves (duplicates, merged on a full fine-tune, onnx on seq2seq) are cases of `tests/invalid_specs/`,
 which also runs them against the API server; here: their messages, and the runnable neighbours.
 """
 
