@@ -1,7 +1,7 @@
 """The S3 object store and the OCI registry the storage tests talk to: real servers, on loopback, free ports.
 
 Used by the fixtures in `tests/trainer/conftest.py`. The binaries are built from Go modules by
-`hack/tools/storage-servers.sh` (versions in `hack/versions.env`, cached like the other pinned tools): versitygw, an
+`hack/tools/build.sh --storage` (versions in `hack/versions.env`, cached like the other pinned tools): versitygw, an
 S3 gateway over a folder (SigV4, multipart, S3's error codes), and the CNCF distribution registry with htpasswd
 auth. Each server gets a folder of its own and is stopped when its context ends, so `make test` needs no setup.
 """
@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "hack" / "tools" / "storage-servers.sh"
+BUILD = ROOT / "hack" / "tools" / "build.sh"
 START_TIMEOUT_S = 120.0
 """Generous: on a busy 2-core machine a Go binary's first start can take seconds."""
 
 
 def build() -> Path:
     """The folder holding `versitygw` and `registry` (built on first use: minutes; cached afterwards)."""
-    done = subprocess.run([str(BUILD)], check=True, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run([str(BUILD), "--storage"], check=True, stdout=subprocess.PIPE, text=True)
     return Path(done.stdout.strip().splitlines()[-1])
 
 

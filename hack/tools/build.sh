@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds (or fetches from cache) the pinned tools the chart's tests run:
+# Builds (or fetches from cache) the pinned tools the chart's tests run (`hack/tools/build.sh`):
 #   helm         <- helm.sh/helm/v3/cmd/helm@$HELM_VERSION
 #   kubeconform  <- github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION
 #   fluxcel      <- hack/tools/fluxcel (Flux's own CEL health evaluator, github.com/fluxcd/pkg/runtime/cel, pinned in
 #                   its go.mod), keyed by a hash of its sources
+# or, with --storage, the servers the storage tests talk to (tests/storage_servers.py):
+#   versitygw    <- github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION (S3 gateway, posix backend)
+#   registry     <- github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION (CNCF distribution)
 # From source through the Go module proxy, with the version ldflags their release builds set (so `helm version`
 # and `kubeconform -v` tell the truth; helm's default Kubernetes version comes from its client-go, as in its Makefile).
 # Caching as in hack/cluster/build.sh (hack/cache.sh). Measured cold on the shared 2-core VM: helm 165 s, fluxcel
@@ -46,6 +49,26 @@ build_fluxcel() {
   (cd "$ROOT/hack/tools/fluxcel" && "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out/fluxcel" .)
 }
 
+build_versitygw() {
+  local out="$1" pkg="github.com/versity/versitygw"
+  log "versitygw: go install $pkg/cmd/versitygw@$VERSITYGW_VERSION"
+  GOBIN="$out" "${NICE[@]}" go install -trimpath -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION" \
+    "$pkg/cmd/versitygw@$VERSITYGW_VERSION"
+}
+
+build_registry() {
+  local out="$1" pkg="github.com/distribution/distribution/v3"
+  log "registry: go install $pkg/cmd/registry@$DISTRIBUTION_VERSION"
+  GOBIN="$out" "${NICE[@]}" go install -trimpath \
+    -ldflags "-s -w -X $pkg/version.version=$DISTRIBUTION_VERSION" "$pkg/cmd/registry@$DISTRIBUTION_VERSION"
+}
+
+if [[ "${1:-}" == --storage ]]; then
+  fetch_or_build "versitygw-$VERSITYGW_VERSION" build_versitygw versitygw
+  fetch_or_build "registry-$DISTRIBUTION_VERSION" build_registry registry
+  echo "$BIN"
+  exit 0
+fi
 fluxcel_key="$(cat "$ROOT"/hack/tools/fluxcel/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
 fetch_or_build "fluxcel-$fluxcel_key" build_fluxcel fluxcel
 fetch_or_build "kubeconform-$KUBECONFORM_VERSION" build_kubeconform kubeconform
