@@ -60,6 +60,17 @@ def object_store(
 
 
 @pytest.fixture(scope="session")
+def readonly_object_store(
+    storage_binaries: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[storage_servers.ObjectStore]:
+    """An S3 gateway that refuses every write, with one bucket, `results`."""
+    root = tmp_path_factory.mktemp("readonly-s3")
+    (root / "data" / "results").mkdir(parents=True)
+    with storage_servers.object_store(storage_binaries, root, read_only=True) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
 def oci_registry(
     storage_binaries: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[storage_servers.Registry]:

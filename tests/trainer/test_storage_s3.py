@@ -98,6 +98,26 @@ def test_failures_name_the_uri_and_the_cause(
     assert_no_secret(run, [store.secret_key, wrong])
 
 
+def test_a_store_that_refuses_writes_fails_before_training(
+    readonly_object_store: ObjectStore, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for name, value in readonly_object_store.env(credential_prefix("output")).items():
+        monkeypatch.setenv(name, value)
+    spec = {"model": {"preset": "tiny-llama"}, "output": {"uri": "s3://results/adapters/refused"}}
+
+    run = run_job(tmp_path / "run", spec, capsys)
+
+    assert run.rc == ExitCode.FAILED
+    assert run.summary["reason"] == "StorageError"
+    assert run.summary["message"].startswith(
+        "s3://results/adapters/refused: the store refused a write (AccessDenied); the output's credentials need"
+    ), run.summary["message"]
+    assert not any(e["event"] == "step" for e in run.events), "it failed before training"
+    assert not list(readonly_object_store.client().list_objects("results", recursive=True))
+    assert_no_secret(run, [readonly_object_store.secret_key])
+
+
 def test_a_lost_pod_resumes_from_the_checkpoints_on_the_output_volume(
     store: ObjectStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

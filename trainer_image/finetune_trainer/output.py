@@ -119,13 +119,13 @@ def save_artifacts(
 
 
 def check_destination(output: OutputSpec) -> None:
-    """Before training: an s3:// bucket must exist and take the credentials; an oci:// registry must take them and
-    accept a push to the repository."""
+    """Before training: an s3:// bucket must exist, take the credentials and accept a write under the prefix; an
+    oci:// registry must take them and accept a push to the repository."""
     uri = output.uri or ""
     if scheme_of(uri) == "s3":
         from finetune_trainer import s3
 
-        s3.check_bucket(uri, "output")
+        s3.check_writable(uri, "output")
     elif scheme_of(uri) == "oci":
         from finetune_trainer import oci
 

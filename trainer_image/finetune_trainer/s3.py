@@ -17,6 +17,7 @@ complete one.
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,8 @@ from finetune_trainer.remote import StorageError
 PART_SIZE = 16 * 1024 * 1024
 """Multipart part size: files larger than this go up in parts (S3's minimum part is 5 MiB)."""
 MANIFEST = "manifest.json"
+WRITE_PROBE = ".finetune-write-check"
+"""The empty object `check_writable` puts under an output prefix and removes."""
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
 
@@ -61,17 +64,21 @@ def client(role: StorageRole, environ: Mapping[str, str] | None = None) -> Any:
 
 def describe_failure(uri: str, exc: Exception) -> StorageError:
     """A StorageError naming `uri` and why the store refused (never a credential: S3 errors carry none)."""
+    return StorageError(f"{uri}: {_cause(uri, exc)}")
+
+
+def _cause(uri: str, exc: Exception) -> str:
     from minio.error import S3Error
 
-    if isinstance(exc, S3Error):
-        cause = {
-            "NoSuchBucket": f"bucket {split(uri)[0]!r} does not exist",
-            "NoSuchKey": "no such object",
-        }.get(exc.code or "", f"{exc.code}: {exc.message}")
-        if exc.code in _AUTH_CODES:
-            cause += " (check the Secret's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-        return StorageError(f"{uri}: {cause}")
-    return StorageError(f"{uri}: {type(exc).__name__}: {exc}")
+    if not isinstance(exc, S3Error):
+        return f"{type(exc).__name__}: {exc}"
+    cause = {
+        "NoSuchBucket": f"bucket {split(uri)[0]!r} does not exist",
+        "NoSuchKey": "no such object",
+    }.get(exc.code or "", f"{exc.code}: {exc.message}")
+    if exc.code in _AUTH_CODES:
+        cause += " (check the Secret's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    return cause
 
 
 def check_bucket(uri: str, role: StorageRole) -> None:
@@ -85,6 +92,29 @@ def check_bucket(uri: str, role: StorageRole) -> None:
         raise describe_failure(uri, exc) from exc
     if not found:
         raise StorageError(f"{uri}: bucket {bucket!r} does not exist; create it or fix the URI")
+
+
+def check_writable(uri: str, role: StorageRole) -> None:
+    """Before training: the bucket exists, takes the credentials and accepts a write under the prefix (an empty
+    probe object, removed at once), so a read-only key fails the run now rather than after training."""
+    check_bucket(uri, role)
+    bucket, key = split(uri)
+    probe, store = _join(key, WRITE_PROBE), client(role)
+    need = "the output's credentials need s3:PutObject and s3:DeleteObject under this prefix"
+    try:
+        store.put_object(bucket, probe, io.BytesIO(b""), 0)
+    except Exception as exc:
+        raise StorageError(f"{uri}: the store refused a write ({_code(exc)}); {need}") from exc
+    try:
+        store.remove_object(bucket, probe)
+    except Exception as exc:
+        raise StorageError(f"{uri}: the store refused to delete {probe!r} ({_code(exc)}); {need}") from exc
+
+
+def _code(exc: Exception) -> str:
+    from minio.error import S3Error
+
+    return (exc.code or "error") if isinstance(exc, S3Error) else f"{type(exc).__name__}: {exc}"
 
 
 def download(uri: str, dest: Path, role: StorageRole) -> Path:
