@@ -116,11 +116,14 @@ class Registry:
 
 
 @contextmanager
-def object_store(binaries: Path, root: Path, read_only: bool = False) -> Iterator[ObjectStore]:
-    """versitygw serving the folder `root/data` (each subfolder a bucket); `read_only` refuses every write."""
+def object_store(
+    binaries: Path, root: Path, read_only: bool = False, host: str = "127.0.0.1"
+) -> Iterator[ObjectStore]:
+    """versitygw serving the folder `root/data` (each subfolder a bucket) on `host`; `read_only` refuses every
+    write."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     port = free_port()
-    store = ObjectStore(f"http://127.0.0.1:{port}", "finetune-test-access", "finetune-test-secret-0123456789")
+    store = ObjectStore(f"http://{host}:{port}", "finetune-test-access", "finetune-test-secret-0123456789")
     env = {"ROOT_ACCESS_KEY": store.access_key, "ROOT_SECRET_KEY": store.secret_key}
     flags = ["--readonly"] if read_only else []
     command = [

@@ -44,6 +44,11 @@ class Settings(BaseModel):
         default=None,
         description="ServiceAccount of the training pods (none needs API access); default: the namespace's.",
     )
+    insecure_registries: CommaSeparated = Field(
+        default=(),
+        description="Registries (host or host:port) the training pods reach over plain HTTP for oci:// models and "
+        "outputs (comma-separated); loopback addresses always are. For in-cluster registries without TLS.",
+    )
     namespaces: CommaSeparated = Field(
         default=(), description="Namespaces to watch (comma-separated); empty watches the whole cluster."
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from finetune_operator import names
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, TrainerConfig
+from finetune_operator.api.trainer import CONFIG_FILE_NAME, INSECURE_REGISTRIES_ENV, TrainerConfig
 from finetune_operator.builders import storage, workload
 from finetune_operator.config import Settings
 
@@ -147,6 +147,14 @@ def test_pull_secrets_come_from_the_settings() -> None:
     pod = workload.job(owner(), settings)["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
     assert "imagePullSecrets" not in workload.job(owner(), SETTINGS)["spec"]["template"]["spec"]
+
+
+def test_insecure_registries_reach_the_trainer_only_when_set() -> None:
+    settings = Settings.model_validate({"insecure_registries": "registry.ml.svc:5000, harbor.local"})
+    env = workload.job(owner(), settings)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": INSECURE_REGISTRIES_ENV, "value": "registry.ml.svc:5000,harbor.local"} in env
+    plain = workload.job(owner(), SETTINGS)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert INSECURE_REGISTRIES_ENV not in {e["name"] for e in plain}
 
 
 def test_config_map_holds_the_trainer_config_with_the_real_name_and_uid() -> None:

@@ -147,6 +147,7 @@ def test_images_registries_and_pull_secrets() -> None:
     assert env["FINETUNE_IMAGE_PULL_POLICY"] == "Always"
     assert env["FINETUNE_SERVICE_ACCOUNT"] == "trainer"
     assert env["FINETUNE_IMAGE_PULL_SECRETS"] == "gpu-regcred"
+    assert env["FINETUNE_INSECURE_REGISTRIES"] == "registry.ml.svc:5000"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     defaults = charttools.template()
     assert not [r for r in PUBLIC_REGISTRIES if r in defaults], "an image is hard-coded to a public registry"

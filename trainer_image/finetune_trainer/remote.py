@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from finetune_operator.api.trainer import StorageRole, credential_prefix
+from finetune_operator.api.trainer import INSECURE_REGISTRIES_ENV, StorageRole, credential_prefix
 
 S3_VARIABLES = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
@@ -22,8 +22,7 @@ S3_VARIABLES = (
 )  # fmt: skip
 """The standard AWS variables the S3 client reads (the names AWS's own SDKs use)."""
 
-INSECURE_REGISTRIES = "FINETUNE_INSECURE_REGISTRIES"
-"""Comma-separated registry hosts (host or host:port) spoken to over plain HTTP; loopback hosts always are."""
+INSECURE_REGISTRIES = INSECURE_REGISTRIES_ENV
 
 
 def sha256_of(path: Path) -> str:

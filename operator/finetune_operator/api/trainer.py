@@ -48,6 +48,10 @@ DEFAULT_MASTER_PORT = 29500
 StorageRole = Literal["model", "dataset", "output"]
 """Which field a storage URI and its Secret belong to: spec.model, spec.dataset or spec.output."""
 
+INSECURE_REGISTRIES_ENV = "FINETUNE_INSECURE_REGISTRIES"
+"""Comma-separated registry hosts (host or host:port) the trainer speaks plain HTTP to; loopback hosts always are.
+The operator's setting of the same name is passed to every training pod."""
+
 REGISTRY_AUTH_ROOT = "/var/run/finetune/registry"
 """Where the pods mount each role's kubernetes.io/dockerconfigjson Secret, as `<role>/config.json`."""
 

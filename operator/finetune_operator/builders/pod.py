@@ -22,6 +22,7 @@ from typing import Any
 from finetune_operator.api.references import SecretUse, secret_refs
 from finetune_operator.api.trainer import (
     CONFIG_PATH,
+    INSECURE_REGISTRIES_ENV,
     TERMINATION_MESSAGE_PATH,
     credential_prefix,
     registry_auth_dir,
@@ -118,6 +119,13 @@ def _env(owner: Owner, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return base + extra
 
 
+def _settings_env(settings: Settings) -> list[dict[str, Any]]:
+    """Installation settings the trainer itself reads."""
+    if not settings.insecure_registries:
+        return []
+    return [{"name": INSECURE_REGISTRIES_ENV, "value": ",".join(settings.insecure_registries)}]
+
+
 def container_security() -> dict[str, Any]:
     """The restricted Pod Security Standard for the trainer container."""
     return {
@@ -141,7 +149,7 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
         "image": settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": ["--config", CONFIG_PATH],
-        "env": _env(owner, extra_env + secret_env),
+        "env": _env(owner, extra_env + secret_env + _settings_env(settings)),
         "resources": _resources(owner),
         "volumeMounts": mounts,
         "securityContext": container_security(),
