@@ -107,11 +107,16 @@ class Registry:
     user: str
     password: str
 
-    def docker_config(self, folder: Path, password: str | None = None) -> Path:
-        """Write a DOCKER_CONFIG folder (config.json, as in a kubernetes.io/dockerconfigjson Secret); returns it."""
+    def config_json(self, password: str | None = None) -> str:
+        """A docker config.json for this registry (the `.dockerconfigjson` of a kubernetes.io/dockerconfigjson
+        Secret)."""
         auth = base64.b64encode(f"{self.user}:{password or self.password}".encode()).decode()
+        return json.dumps({"auths": {self.host: {"auth": auth}}})
+
+    def docker_config(self, folder: Path, password: str | None = None) -> Path:
+        """Write a DOCKER_CONFIG folder holding `config_json`; returns it."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
+        (folder / "config.json").write_text(self.config_json(password))
         return folder
 
 
@@ -139,13 +144,16 @@ def object_store(
 
 
 @contextmanager
-def registry(binaries: Path, root: Path, read_only: bool = False) -> Iterator[Registry]:
-    """The distribution registry with htpasswd auth, storing under `root`; `read_only` refuses every push."""
+def registry(
+    binaries: Path, root: Path, read_only: bool = False, host: str = "127.0.0.1"
+) -> Iterator[Registry]:
+    """The distribution registry with htpasswd auth on `host`, storing under `root`; `read_only` refuses every
+    push."""
     import bcrypt
 
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    found = Registry(f"127.0.0.1:{port}", "finetune", "registry-test-password-0123")
+    found = Registry(f"{host}:{port}", "finetune", "registry-test-password-0123")
     hashed = bcrypt.hashpw(found.password.encode(), bcrypt.gensalt(rounds=5)).decode()
     (root / "htpasswd").write_text(f"{found.user}:{hashed}\n")
     config = {

@@ -5,6 +5,9 @@
 #
 #   FINETUNE_KIND_CLUSTER (finetune)  RELEASE (finetune-operator)  RELEASE_NAMESPACE (finetune-system)
 #   HELM_ARGS                         extra arguments for helm, e.g. "--set operator.logFormat=json"
+#
+# The host's address on the kind network is given as trainer.insecureRegistries: a registry without TLS on the
+# host (kind's local-registry recipe, or the e2e suite's) takes the pods' oci:// pushes over plain HTTP.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 name="${FINETUNE_KIND_CLUSTER:-finetune}"
@@ -41,9 +44,12 @@ for repo in finetune-operator finetune-trainer; do
   log "$repo:${tags[$repo]} loaded in $((SECONDS - start))s"
 done
 
+gateway="$(/usr/bin/docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' |
+  grep -m1 -F .)"
 log "helm upgrade --install $release"
 # shellcheck disable=SC2086 # HELM_ARGS is a list of arguments
 helm upgrade --install "$release" "$ROOT/helm/finetune-operator" --namespace "$release_namespace" \
   --create-namespace --values "$ROOT/hack/kind/values.yaml" --wait --timeout 5m \
-  --set "image.tag=${tags[finetune-operator]}" --set "trainer.image.tag=${tags[finetune-trainer]}" ${HELM_ARGS:-} >&2
+  --set "image.tag=${tags[finetune-operator]}" --set "trainer.image.tag=${tags[finetune-trainer]}" \
+  --set "trainer.insecureRegistries={$gateway}" ${HELM_ARGS:-} >&2
 echo "$kubeconfig"

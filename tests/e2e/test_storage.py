@@ -1,6 +1,8 @@
-"""s3:// in real pods: a job reads its dataset from an S3 store and writes its adapter there, with the credentials of
-a Secret the operator hands to each role. The store is versitygw (`tests/storage_servers.py`) on the host, listening
-on the kind network's gateway address, which the pods reach through their node."""
+"""s3:// and oci:// in real pods, with the credentials of Secrets the operator hands to each role: a job reads its
+dataset from an S3 store and writes its adapter there; another pushes its adapter to a registry as an ORAS artifact.
+The servers (`tests/storage_servers.py`: versitygw, the CNCF distribution registry with htpasswd auth) run on the
+host, listening on the kind network's gateway address, which the pods reach through their node; hack/kind/install.sh
+lists that address in trainer.insecureRegistries, as the registry speaks plain HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import oras.provider
 import pytest
+from finetune_trainer.oci import ADAPTER_ARTIFACT_TYPE, TITLE
 
 from tests import storage_servers
 from tests.e2e.kindkit import Watch, apply, tiny_lora
@@ -26,6 +30,15 @@ def kind_gateway() -> str:
     )
     configs = json.loads(network.stdout)[0]["IPAM"]["Config"]
     return next(c["Gateway"] for c in configs if "." in c.get("Gateway", ""))
+
+
+@pytest.fixture(scope="module")
+def registry(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[storage_servers.Registry]:
+    """An OCI registry on the kind network's gateway address."""
+    del kube
+    root = tmp_path_factory.mktemp("e2e-registry")
+    with storage_servers.registry(storage_servers.build(), root, host=kind_gateway()) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +82,34 @@ def test_a_job_reads_its_dataset_from_s3_and_writes_its_adapter_there(
     assert status["result"]["digest"] == digest, status["result"]
     assert "adapter_model.safetensors" in manifest["digests"], manifest
     assert store.secret_key not in json.dumps(status), "a credential in status"
+
+
+def test_a_job_pushes_its_adapter_to_a_registry(
+    kube: Kube, namespace: str, registry: storage_servers.Registry
+) -> None:
+    target = f"{registry.host}/e2e/tiny-lora"
+    job, data = tiny_lora(
+        "oci-lora",
+        training={"maxSteps": 20},
+        output={"uri": f"oci://{target}:v1", "pushSecretRef": {"name": "reg"}},
+    )
+    kube.core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "reg"}, "type": "kubernetes.io/dockerconfigjson",
+         "stringData": {".dockerconfigjson": registry.config_json()}},
+    )  # fmt: skip
+    apply(kube, namespace, job, data)
+
+    done = Watch(kube, namespace, "oci-lora").until_phase("Succeeded", "Failed")
+
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    digest = status["result"]["digest"]
+    assert status["result"]["artifactUri"] == f"oci://{target}@{digest}", status["result"]
+    pulled = oras.provider.Registry(registry.host, insecure=True, auth_backend="basic")
+    pulled.auth.set_basic_auth(registry.user, registry.password)
+    manifest = pulled.get_manifest(f"{target}:v1")
+    assert manifest["artifactType"] == ADAPTER_ARTIFACT_TYPE, manifest
+    titles = [layer["annotations"][TITLE] for layer in manifest["layers"]]
+    assert "adapter_model.safetensors" in titles and titles[-1] == "manifest.json", titles
+    assert registry.password not in json.dumps(status), "a credential in status"
