@@ -30,7 +30,11 @@ if /usr/bin/docker info >/dev/null 2>&1; then
   exit 0
 fi
 echo "==> starting dockerd (log: $log_dir/dockerd.log)"
-pgrep -x containerd >/dev/null || nohup containerd >"$log_dir/containerd.log" 2>&1 &
+# The host's containerd is asked through its socket: a process name would also match the containerd of a kind node
+# (a container's processes are visible here), which does not serve this socket.
+if ! ctr --address /run/containerd/containerd.sock version >/dev/null 2>&1; then
+  nohup containerd >"$log_dir/containerd.log" 2>&1 &
+fi
 nohup dockerd --containerd=/run/containerd/containerd.sock >"$log_dir/dockerd.log" 2>&1 &
 for _ in $(seq 60); do
   /usr/bin/docker info >/dev/null 2>&1 && { echo "==> dockerd is up"; exit 0; }
