@@ -134,7 +134,7 @@ def object_store(
     command = [
         str(binaries / "versitygw"),
         "--port",
-        f"127.0.0.1:{port}",
+        f"{host}:{port}",
         *flags,
         "posix",
         str(root / "data"),
