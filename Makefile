@@ -74,7 +74,7 @@ bench:
 	$(PYTHON) benchmarks/e2e_latency.py
 	$(PYTHON) benchmarks/gpu_fit.py
 
-# The trainer against TRL's SFTTrainer (about 20 minutes on 2 cores); TRL is the `bench` extra only.
+# The trainer against TRL's SFTTrainer (about 7 minutes on 2 quiet cores); TRL is the `bench` extra only.
 bench-trl:
 	$(PYTHON) -m pip install --quiet -e '.[bench]'
 	$(PYTHON) benchmarks/trainer_vs_trl.py --steps 8 --warmup 2 --repeats 3 --profile --json benchmarks/reports/trainer_vs_trl.json
