@@ -113,6 +113,14 @@ class Registry:
         auth = base64.b64encode(f"{self.user}:{password or self.password}".encode()).decode()
         return json.dumps({"auths": {self.host: {"auth": auth}}})
 
+    def client(self) -> Any:
+        """oras, as a user would pull with it."""
+        import oras.provider
+
+        found = oras.provider.Registry(self.host, insecure=True, auth_backend="basic")
+        found.auth.set_basic_auth(self.user, self.password)
+        return found
+
     def docker_config(self, folder: Path, password: str | None = None) -> Path:
         """Write a DOCKER_CONFIG folder holding `config_json`; returns it."""
         folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import oras.provider
 import pytest
 from finetune_trainer.oci import ADAPTER_ARTIFACT_TYPE, TITLE
 
@@ -106,9 +105,7 @@ def test_a_job_pushes_its_adapter_to_a_registry(
     assert status["phase"] == "Succeeded", status
     digest = status["result"]["digest"]
     assert status["result"]["artifactUri"] == f"oci://{target}@{digest}", status["result"]
-    pulled = oras.provider.Registry(registry.host, insecure=True, auth_backend="basic")
-    pulled.auth.set_basic_auth(registry.user, registry.password)
-    manifest = pulled.get_manifest(f"{target}:v1")
+    manifest = registry.client().get_manifest(f"{target}:v1")
     assert manifest["artifactType"] == ADAPTER_ARTIFACT_TYPE, manifest
     titles = [layer["annotations"][TITLE] for layer in manifest["layers"]]
     assert "adapter_model.safetensors" in titles and titles[-1] == "manifest.json", titles

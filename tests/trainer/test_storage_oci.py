@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import oras.provider
 import pytest
 from finetune_operator.api.trainer import ExitCode, credential_prefix
 from finetune_trainer import oci
@@ -27,13 +25,6 @@ def docker_configs(
     )
     output = registry.docker_config(tmp / "output-auth", output_password or None)
     monkeypatch.setenv(credential_prefix("output") + "DOCKER_CONFIG", str(output))
-
-
-def client(registry: Registry) -> Any:
-    """oras, as a user would pull with it."""
-    found = oras.provider.Registry(registry.host, insecure=True, auth_backend="basic")
-    found.auth.set_basic_auth(registry.user, registry.password)
-    return found
 
 
 def push_base_model(registry: Registry, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -59,12 +50,12 @@ def test_model_from_oci_adapter_to_oci_pulled_back_with_peft(
     assert run.rc == ExitCode.SUCCEEDED, run.summary
     digest = run.summary["digest"]
     assert run.summary["output"] == f"oci://{target}@{digest}"
-    pulled_by_tag = client(oci_registry).get_manifest(f"{target}:v1")
+    pulled_by_tag = oci_registry.client().get_manifest(f"{target}:v1")
     assert pulled_by_tag["artifactType"] == oci.ADAPTER_ARTIFACT_TYPE
     assert pulled_by_tag["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
     titles = [layer["annotations"][oci.TITLE] for layer in pulled_by_tag["layers"]]
     assert titles == [*json.loads((run.output / "manifest.json").read_text())["digests"], "manifest.json"]
-    files = client(oci_registry).pull(target=f"{target}@{digest}", outdir=str(tmp_path / "pulled"))
+    files = oci_registry.client().pull(target=f"{target}@{digest}", outdir=str(tmp_path / "pulled"))
     assert sorted(Path(f).name for f in files) == sorted(titles)
     assert load_adapter(base_model(), tmp_path / "pulled").shape[-1] > 0
     assert_no_secret(run, [oci_registry.password])
@@ -125,5 +116,5 @@ def test_a_registry_that_refuses_pushes_fails_before_training_and_leaves_no_arti
     )
     assert not any(e["event"] == "step" for e in run.events), "it failed before training"
     with pytest.raises(ValueError):
-        client(readonly_registry).get_manifest(f"{target}:v1")
+        readonly_registry.client().get_manifest(f"{target}:v1")
     assert_no_secret(run, [readonly_registry.password])
