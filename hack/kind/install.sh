@@ -5,6 +5,8 @@
 #
 #   FINETUNE_KIND_CLUSTER (finetune)  RELEASE (finetune-operator)  RELEASE_NAMESPACE (finetune-system)
 #   HELM_ARGS                         extra arguments for helm, e.g. "--set operator.logFormat=json"
+#   FINETUNE_KIND_TRAINER_NODES       label selector of the nodes given the trainer image
+#                                     (nvidia.com/gpu.present=true; empty: all nodes)
 #
 # The host's address on the kind network is given as trainer.insecureRegistries: a registry without TLS on the
 # host (kind's local-registry recipe, or the e2e suite's) takes the pods' oci:// pushes over plain HTTP.
@@ -25,13 +27,16 @@ export PATH="$bin:$tools:$PATH"
 # test old code.
 "$ROOT/hack/images/build.sh" >&2
 # Each image goes in under a tag naming its content (the first 12 hex digits of its ID), and the chart gets that
-# tag: a rebuilt image rolls the operator out again, and its trainer setting names the new trainer image. kind
-# skips nodes that already hold an image ID; older content tags are dropped here (not in the nodes, whose
-# containerd keeps them until the cluster goes).
+# tag: a rebuilt image rolls the operator out again, and its trainer setting names the new trainer image.
+# hack/kind/load.sh skips nodes that already hold the tag and drops older ones. The trainer image (6.6 GB,
+# held twice by each node) goes only to the nodes selected by $FINETUNE_KIND_TRAINER_NODES (a label selector;
+# by default the GPU-labelled worker, where hack/kind/values.yaml sends every training pod; empty: all nodes).
 declare -A tags
 for repo in finetune-operator finetune-trainer; do
-  source_tag=dev
-  [[ "$repo" == finetune-trainer ]] && source_tag=cpu
+  source_tag=dev selector=""
+  if [[ "$repo" == finetune-trainer ]]; then
+    source_tag=cpu selector="${FINETUNE_KIND_TRAINER_NODES-nvidia.com/gpu.present=true}"
+  fi
   id="$(/usr/bin/docker image inspect -f '{{.Id}}' "$repo:$source_tag")"
   tags[$repo]="${id#sha256:}"
   tags[$repo]="${tags[$repo]:0:12}"
@@ -39,9 +44,9 @@ for repo in finetune-operator finetune-trainer; do
   for old in $(/usr/bin/docker images --format '{{.Tag}}' "$repo" | grep -E '^[0-9a-f]{12}$' | grep -vx "${tags[$repo]}"); do
     /usr/bin/docker rmi "$repo:$old" >/dev/null
   done
-  start=$SECONDS
-  kind load docker-image "$repo:${tags[$repo]}" --name "$name" >&2
-  log "$repo:${tags[$repo]} loaded in $((SECONDS - start))s"
+  mapfile -t nodes < <(kubectl get nodes -l "$selector" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
+  ((${#nodes[@]})) || { log "no node matches '$selector' for $repo"; exit 1; }
+  "$ROOT/hack/kind/load.sh" "$repo:${tags[$repo]}" "${nodes[@]}"
 done
 
 gateway="$(/usr/bin/docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' |

@@ -6,11 +6,14 @@ settings as an argument, so they stay pure and tests pass their own.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from finetune_operator.api.placement import Toleration
 
 ENV_PREFIX = "FINETUNE_"
 
@@ -23,6 +26,21 @@ def _split(value: object) -> object:
 
 CommaSeparated = Annotated[tuple[str, ...], BeforeValidator(_split)]
 """A tuple of strings, written in the environment as `a,b,c`."""
+
+
+def _json(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"expected JSON ({err})") from None
+
+
+Labels = Annotated[dict[str, str], BeforeValidator(_json)]
+"""Node labels, written in the environment as a JSON object."""
+Tolerations = Annotated[tuple[Toleration, ...], BeforeValidator(_json)]
+"""Pod tolerations, written in the environment as a JSON list (the core API's field names)."""
 
 
 class Settings(BaseModel):
@@ -48,6 +66,15 @@ class Settings(BaseModel):
         default=(),
         description="Registries (host or host:port) the training pods reach over plain HTTP for oci:// models and "
         "outputs (comma-separated); loopback addresses always are. For in-cluster registries without TLS.",
+    )
+    trainer_node_selector: Labels = Field(
+        default_factory=dict,
+        description="Node labels every training pod requires, e.g. a training node pool (JSON object); a job's "
+        "resources.nodeSelector adds to them and wins on a shared key.",
+    )
+    trainer_tolerations: Tolerations = Field(
+        default=(),
+        description="Tolerations of every training pod (JSON list), before the job's own resources.tolerations.",
     )
     namespaces: CommaSeparated = Field(
         default=(), description="Namespaces to watch (comma-separated); empty watches the whole cluster."

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from finetune_operator import names
+from finetune_operator import config, names
 from finetune_operator.api.trainer import CONFIG_FILE_NAME, INSECURE_REGISTRIES_ENV, TrainerConfig
 from finetune_operator.builders import storage, workload
 from finetune_operator.config import Settings
@@ -76,6 +76,25 @@ def test_user_placement_is_kept() -> None:
     assert spec["nodeSelector"] == {"pool": "a100", "node.kubernetes.io/instance-type": "p4d.24xlarge"}
     assert spec["priorityClassName"] == "high"
     assert spec["tolerations"][0] == {"key": "spot", "operator": "Exists"}
+
+
+def test_installation_placement_comes_first_and_the_job_wins_on_a_shared_label() -> None:
+    settings = config.from_env({
+        "FINETUNE_TRAINER_NODE_SELECTOR": '{"pool": "training", "zone": "a"}',
+        "FINETUNE_TRAINER_TOLERATIONS": '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},'
+                                        ' {"key": "spot", "operator": "Equal", "value": "yes"}]',
+    })  # fmt: skip
+    o = owner(resources={"gpu": {"count": 1}, "nodeSelector": {"zone": "b"},
+                         "tolerations": [{"key": "team", "operator": "Exists"}]})  # fmt: skip
+    spec = workload.job(o, settings)["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"pool": "training", "zone": "b"}
+    assert spec["tolerations"] == [  # the GPU taint's toleration is not repeated
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "spot", "operator": "Equal", "value": "yes"},
+        {"key": "team", "operator": "Exists"},
+    ]
+    cpu_only = workload.job(owner(), settings)["spec"]["template"]["spec"]
+    assert cpu_only["nodeSelector"] == {"pool": "training", "zone": "a"} and len(cpu_only["tolerations"]) == 2
 
 
 def test_pods_meet_the_restricted_pod_security_standard() -> None:

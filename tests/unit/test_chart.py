@@ -91,6 +91,10 @@ BAD_VALUES = {
         {"trainer": {"image": {"digest": "latest"}}},
         "at '/trainer/image/digest': 'latest' does not match",
     ),
+    "toleration": (
+        {"trainer": {"tolerations": [{"key": "spot", "operator": "In"}]}},
+        "at '/trainer/tolerations/0/operator': value must be one of",
+    ),
 }
 """Bad values files and the schema's message naming the field (tests/integration: `helm install --dry-run`)."""
 
@@ -148,6 +152,11 @@ def test_images_registries_and_pull_secrets() -> None:
     assert env["FINETUNE_SERVICE_ACCOUNT"] == "trainer"
     assert env["FINETUNE_IMAGE_PULL_SECRETS"] == "gpu-regcred"
     assert env["FINETUNE_INSECURE_REGISTRIES"] == "registry.ml.svc:5000"
+    settings = config.from_env({k: v for k, v in env.items() if v is not None})
+    assert settings.trainer_node_selector == {"pool": "training"}
+    assert [t.model_dump(by_alias=True, exclude_none=True) for t in settings.trainer_tolerations] == [
+        {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}
+    ]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     defaults = charttools.template()
     assert not [r for r in PUBLIC_REGISTRIES if r in defaults], "an image is hard-coded to a public registry"

@@ -34,3 +34,12 @@ def test_the_operator_command_refuses_bad_settings_with_one_line(monkeypatch: py
     result = CliRunner().invoke(app, ["operator"])
     assert result.exit_code == 2
     assert "FINETUNE_PROGRESS_INTERVAL_SECONDS" in result.output and "Traceback" not in result.output
+
+
+def test_placement_is_json_and_a_bad_toleration_names_the_variable() -> None:
+    settings = config.from_env({"FINETUNE_TRAINER_NODE_SELECTOR": '{"pool": "training"}'})
+    assert settings.trainer_node_selector == {"pool": "training"} and settings.trainer_tolerations == ()
+    with pytest.raises(ValueError, match="FINETUNE_TRAINER_TOLERATIONS: Input should be 'Exists' or 'Equal'"):
+        config.from_env({"FINETUNE_TRAINER_TOLERATIONS": '[{"key": "a", "operator": "In"}]'})
+    with pytest.raises(ValueError, match="FINETUNE_TRAINER_NODE_SELECTOR: Value error, expected JSON"):
+        config.from_env({"FINETUNE_TRAINER_NODE_SELECTOR": "pool=training"})

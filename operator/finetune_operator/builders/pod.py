@@ -3,7 +3,8 @@
 - GPUs: `nvidia.com/gpu` requests = limits; the product and the least memory per GPU are matched to the labels
   the NVIDIA GPU feature discovery puts on nodes (`nvidia.com/gpu.product`, `nvidia.com/gpu.memory` in MiB, while
   the spec says GiB); the `nvidia.com/gpu` taint is tolerated whenever GPUs are requested.
-- The user's nodeSelector, tolerations, affinity and priorityClassName are kept; the GPU rules are added to every
+- The installation's trainer nodeSelector and tolerations (Settings) come first; the user's nodeSelector (which
+  wins on a shared label), tolerations, affinity and priorityClassName are kept; the GPU rules are added to every
   required node-selector term of the user's affinity (terms are ORed, so each one must carry them).
 - The restricted Pod Security Standard: uid 10001 (the image's user), no privilege escalation, no capabilities,
   seccomp RuntimeDefault, a read-only root filesystem with emptyDirs where the trainer writes.
@@ -51,9 +52,9 @@ def _resources(owner: Owner) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
-def _node_selector(owner: Owner) -> dict[str, str]:
+def _node_selector(owner: Owner, settings: Settings) -> dict[str, str]:
     res = owner.job.spec.resources
-    selector = dict(res.node_selector)
+    selector = {**settings.trainer_node_selector, **res.node_selector}
     if res.gpu is not None and res.gpu.product is not None:
         selector[GPU_PRODUCT_LABEL] = res.gpu.product
     if res.instance_type is not None:
@@ -78,11 +79,12 @@ def _affinity(owner: Owner) -> dict[str, Any] | None:
     return affinity
 
 
-def _tolerations(owner: Owner) -> list[dict[str, Any]]:
+def _tolerations(owner: Owner, settings: Settings) -> list[dict[str, Any]]:
     tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True)
-                   for t in owner.job.spec.resources.tolerations]  # fmt: skip
-    if owner.gpus:
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+                   for t in (*settings.trainer_tolerations, *owner.job.spec.resources.tolerations)]  # fmt: skip
+    gpu_taint = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    if owner.gpus and gpu_taint not in tolerations:
+        tolerations.append(gpu_taint)
     return tolerations
 
 
@@ -168,8 +170,8 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
         "terminationGracePeriodSeconds": 120,
     }  # fmt: skip
     optional: dict[str, Any] = {
-        "nodeSelector": _node_selector(owner),
-        "tolerations": _tolerations(owner),
+        "nodeSelector": _node_selector(owner, settings),
+        "tolerations": _tolerations(owner, settings),
         "affinity": _affinity(owner),
         "priorityClassName": spec.resources.priority_class_name,
         "serviceAccountName": settings.service_account,
