@@ -30,7 +30,8 @@ export PATH="$bin:$tools:$PATH"
 # tag: a rebuilt image rolls the operator out again, and its trainer setting names the new trainer image.
 # hack/kind/load.sh skips nodes that already hold the tag and drops older ones. The trainer image (6.6 GB,
 # held twice by each node) goes only to the nodes selected by $FINETUNE_KIND_TRAINER_NODES (a label selector;
-# by default the GPU-labelled worker, where hack/kind/values.yaml sends every training pod; empty: all nodes).
+# by default the GPU-labelled worker, where hack/kind/values.yaml sends every training pod; empty: all nodes),
+# and is removed from the others (an older install may have put it there).
 declare -A tags
 for repo in finetune-operator finetune-trainer; do
   source_tag=dev selector=""
@@ -46,7 +47,9 @@ for repo in finetune-operator finetune-trainer; do
   done
   mapfile -t nodes < <(kubectl get nodes -l "$selector" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
   ((${#nodes[@]})) || { log "no node matches '$selector' for $repo"; exit 1; }
-  "$ROOT/hack/kind/load.sh" "$repo:${tags[$repo]}" "${nodes[@]}"
+  mapfile -t others < <(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' |
+    grep -vxF -f <(printf '%s\n' "${nodes[@]}") || true)
+  "$ROOT/hack/kind/load.sh" "$repo:${tags[$repo]}" "${nodes[@]}" -- "${others[@]}"
 done
 
 gateway="$(/usr/bin/docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' |
