@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from kubernetes import client
 
 from tests.e2e.kindkit import RELEASE, RELEASE_NAMESPACE, trainer_image
 from tests.integration.helpers import Kube
+
+pytestmark = [pytest.mark.e2e]
 
 
 def _references(node: str, repository: str) -> set[str]:
