@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from finetune_operator.api.trainer import TrainerConfig  # noqa: E402
+from finetune_api.trainer import TrainerConfig  # noqa: E402
 from finetune_trainer import recipe  # noqa: E402
 from trainer_overhead import _cpu_name  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The GPU-fit estimate (`finetune_operator.api.memory`) against measured and published memory.
+"""The GPU-fit estimate (`finetune_api.memory`) against measured and published memory.
 
     python benchmarks/gpu_fit.py [--steps 3] [--json benchmarks/reports/gpu_fit.json]
 
@@ -35,9 +35,9 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "trainer_image"), str(ROOT / 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from finetune_operator.api import memory  # noqa: E402
-from finetune_operator.api.job import FineTuneJobSpec  # noqa: E402
-from finetune_operator.api.presets import PRESETS  # noqa: E402
+from finetune_api import memory  # noqa: E402
+from finetune_api.job import FineTuneJobSpec  # noqa: E402
+from finetune_api.presets import PRESETS  # noqa: E402
 from gpu_fit_published import PUBLISHED  # noqa: E402
 
 MIB = 1024**2
@@ -116,7 +116,7 @@ def _profile_peak(trace: Path) -> tuple[int, set[int]]:
 
 def worker(case: dict[str, Any], steps: int, out: Path) -> None:
     """Set up and train one tiny case in this process (one rank under torchrun) and write its peak."""
-    from finetune_operator.api.trainer import TrainerConfig
+    from finetune_api.trainer import TrainerConfig
     from finetune_trainer import recipe
     from torch.profiler import ProfilerActivity, profile
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from finetune_operator.api.memory import Layout
-from finetune_operator.api.presets import PRESETS, Shape, llama_shape
+from finetune_api.memory import Layout
+from finetune_api.presets import PRESETS, Shape, llama_shape
 
 LLAMA31_8B = PRESETS["llama-3.1-8b-instruct"].shape
 LLAMA2_7B = llama_shape(4096, 32, 32, 32, 11008, 32000)

@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator")]
 
-from finetune_operator.api import GROUP, KIND, PLURAL, VERSION  # noqa: E402
+from finetune_api import GROUP, KIND, PLURAL, VERSION  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
 
 KUBECONFIG = ROOT / ".cache" / "cluster" / "kubeconfig"

@@ -44,7 +44,7 @@ def _save_random_model(directory: Path) -> None:
 def measure(method: str, model_dir: Path, steps: int, batch: int, seq: int) -> dict[str, Any]:
     """Train `steps` steps with `method` and return peak memory and throughput (runs in its own process)."""
     import torch
-    from finetune_operator.api.job import FineTuneJobSpec
+    from finetune_api.job import FineTuneJobSpec
     from finetune_trainer import model as model_lib
 
     method_spec: dict[str, Any] = {

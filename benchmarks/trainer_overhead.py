@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from finetune_operator.api.trainer import TrainerConfig  # noqa: E402
+from finetune_api.trainer import TrainerConfig  # noqa: E402
 from finetune_trainer import data, metrics, recipe, tasks, tiny  # noqa: E402
 from finetune_trainer import model as model_lib  # noqa: E402
 

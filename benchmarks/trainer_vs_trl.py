@@ -43,7 +43,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import bench_lm  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from finetune_operator.api.trainer import TrainerConfig  # noqa: E402
+from finetune_api.trainer import TrainerConfig  # noqa: E402
 from finetune_trainer import batching, data, metrics, recipe, tasks  # noqa: E402
 
 SIDES = ("ours padding-free", "ours length-grouped", "ours padded", "trl default", "trl padding_free")

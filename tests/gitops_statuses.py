@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finetune_api import GROUP, KIND, VERSION
+from finetune_api.trainer import TerminationMessage
 from finetune_operator import status
-from finetune_operator.api import GROUP, KIND, VERSION
-from finetune_operator.api.trainer import TerminationMessage
 from finetune_operator.observed import JobFacts, PodFacts
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,12 +26,14 @@ forget() { [[ -z "$1" ]] || /usr/bin/docker image rm "$1" >/dev/null 2>&1 || tru
 
 echo "==> staging the build context in $context"
 rm -rf "$context"
-mkdir -p "$context/src/operator" "$context/src/trainer_image" "$context/wheels"
+mkdir -p "$context/src/api" "$context/src/operator" "$context/src/trainer_image" "$context/src/cli" "$context/wheels"
 cp "$root/pyproject.toml" "$context/src/"
 # pyproject.toml names README.md as the package's description; a stub keeps README edits from rebuilding images.
 echo "# finetune-operator: the repository README.md describes it" >"$context/src/README.md"
-cp -r "$root/operator/finetune_operator" "$context/src/operator/"
-cp -r "$root/trainer_image/finetune_trainer" "$context/src/trainer_image/"
+# Both images install the one distribution, so both hold its four packages (pyproject.toml's package-dir).
+for package in api/finetune_api operator/finetune_operator trainer_image/finetune_trainer cli/finetune_cli; do
+  cp -r "$root/$package" "$context/src/${package%%/*}/"
+done
 find "$context/src" -name __pycache__ -prune -exec rm -rf {} +
 # requirements-<extra>.txt: the core dependencies plus the extra's, pinned in pyproject.toml.
 python3 - "$root/pyproject.toml" "$context" <<'PY'

@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import finetune_api as api
+from finetune_api import fit
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.references import missing_keys, secret_refs, web_urls
+from finetune_api.uris import resolved_problem
 from pydantic import ValidationError
-
-from finetune_operator import api
-from finetune_operator.api import fit
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.references import missing_keys, secret_refs, web_urls
-from finetune_operator.api.uris import resolved_problem
 
 SecretKeys = Callable[[str], Collection[str] | None]
 """The data keys of the Secret with this name in the job's namespace; None when there is no such Secret."""

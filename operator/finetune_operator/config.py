@@ -11,9 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
+from finetune_api.placement import Toleration
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-from finetune_operator.api.placement import Toleration
 
 ENV_PREFIX = "FINETUNE_"
 

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from finetune_api import GROUP, KIND, PLURAL, VERSION
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from finetune_operator import karpenter
-from finetune_operator.api import GROUP, KIND, PLURAL, VERSION
 from finetune_operator.builders.meta import MANAGED_BY
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from finetune_operator.api.job import MAX_NAME_LENGTH
+from finetune_api.job import MAX_NAME_LENGTH
 
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from finetune_api.trainer import TerminationMessage
 from pydantic import ValidationError
 
-from finetune_operator.api.trainer import TerminationMessage
 from finetune_operator.builders.pod import CONTAINER
 
 STUCK_WAITING_REASONS = frozenset(

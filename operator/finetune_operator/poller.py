@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from finetune_api.status import Phase
+from finetune_api.trainer import METRICS_PORT
 
 from finetune_operator import names, observed, progress
-from finetune_operator.api.status import Phase
-from finetune_operator.api.trainer import METRICS_PORT
 from finetune_operator.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from finetune_api.trainer import Metric
 from prometheus_client.parser import text_string_to_metric_families
-
-from finetune_operator.api.trainer import Metric
 
 _FIELDS = {
     Metric.STEP: ("step", int),

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from finetune_api import describe, fit
 from pydantic import ValidationError
 
 from finetune_operator import names, observed
-from finetune_operator.api import describe, fit
 from finetune_operator.builders import storage, workload
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings

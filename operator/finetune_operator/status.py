@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from finetune_operator.api.status import Phase
-from finetune_operator.api.trainer import ExitCode, TerminationMessage
+from finetune_api.status import Phase
+from finetune_api.trainer import ExitCode, TerminationMessage
+
 from finetune_operator.karpenter import Provisioning
 from finetune_operator.observed import AdmissionFacts, JobFacts, PodFacts
 

@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 # Re-exported for the tests; the API package is their one source.
-from finetune_operator.api import GROUP as GROUP
-from finetune_operator.api import KIND as KIND
-from finetune_operator.api import PLURAL as PLURAL
-from finetune_operator.api import VERSION as VERSION
+from finetune_api import GROUP as GROUP
+from finetune_api import KIND as KIND
+from finetune_api import PLURAL as PLURAL
+from finetune_api import VERSION as VERSION
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 

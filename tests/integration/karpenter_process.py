@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from finetune_api.gpus import GPU_MEMORY_MIB
 from finetune_operator import karpenter
-from finetune_operator.api.gpus import GPU_MEMORY_MIB
 from finetune_operator.builders.pod import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from kubernetes.client.rest import ApiException
 

@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import finetune_api as api
 import pytest
 import yaml
-from finetune_operator import api
+from finetune_api.references import DOCKER_CONFIG_KEY, S3_KEYS, secret_refs
+from finetune_cli.main import validate_file
 from finetune_operator.admission import resolve_host
-from finetune_operator.api.references import DOCKER_CONFIG_KEY, S3_KEYS, secret_refs
-from finetune_operator.cli import validate_file
 from finetune_operator.handlers.admission import WEBHOOK_ID
 from kubernetes import client
 from kubernetes.client.rest import ApiException

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from finetune_operator.api import GROUP, PLURAL, VERSION
+from finetune_api import GROUP, PLURAL, VERSION
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 

@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from finetune_api.trainer import CONFIG_FILE_NAME, METRICS_PORT, TerminationMessage, TrainerConfig
 from finetune_operator import names
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, METRICS_PORT, TerminationMessage, TrainerConfig
 from finetune_operator.builders import workload
 from finetune_operator.builders.meta import Owner
 from finetune_trainer import metrics

@@ -10,7 +10,7 @@ import peft
 import pytest
 import torch
 import transformers
-from finetune_operator.api.trainer import TrainerConfig
+from finetune_api.trainer import TrainerConfig
 from finetune_trainer import recipe, tiny
 
 from tests.trainer.trainerkit import INSTRUCTIONS, PRESETS, Run, make_config, parse_events, read_summary

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 from finetune_trainer import batching, tasks, tiny, varlen
 from finetune_trainer import model as model_lib
 

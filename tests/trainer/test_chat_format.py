@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import transformers
-from finetune_operator.api.data import ColumnMapping, DatasetSpec, TaskSpec
+from finetune_api.data import ColumnMapping, DatasetSpec, TaskSpec
 from finetune_trainer import data, tasks, tiny
 from finetune_trainer.data import DataError
 from tokenizers import processors

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import transformers
-from finetune_operator.api.data import DatasetSpec, TaskSpec
+from finetune_api.data import DatasetSpec, TaskSpec
 from finetune_trainer import data, tasks, tiny
 
 from tests.trainer.trainerkit import PRESETS

@@ -114,7 +114,7 @@ def test_zero3_qlora_on_a_cpu_with_avx512bf16(tmp_path: Path) -> None:
 
 
 def test_generated_config_merges_overrides() -> None:
-    from finetune_operator.api.training import DeepSpeedSpec, TrainingSpec
+    from finetune_api.training import DeepSpeedSpec, TrainingSpec
 
     spec = DeepSpeedSpec.model_validate({
         "zeroStage": 3, "offloadOptimizer": "cpu", "offloadParams": "cpu",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from finetune_operator.api.trainer import TerminationMessage
+from finetune_api.trainer import TerminationMessage
 from finetune_trainer import local
 
 from tests.trainer.test_tasks import REVIEWS

@@ -10,9 +10,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.trainer import ExitCode
+from finetune_api.data import DatasetSpec, TaskSpec
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.trainer import ExitCode
 from finetune_trainer import data, scoring, sft, tasks
 
 from tests.trainer.test_chat_format import CHAT, INSTRUCTION, _tokenizer, encode

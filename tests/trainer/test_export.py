@@ -18,7 +18,7 @@ import peft
 import pytest
 import torch
 import transformers
-from finetune_operator.api.trainer import ExitCode
+from finetune_api.trainer import ExitCode
 from finetune_trainer import export, tasks
 from safetensors.torch import load_file, save_file
 

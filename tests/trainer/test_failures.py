@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from finetune_operator.api.trainer import ExitCode
+from finetune_api.trainer import ExitCode
 from finetune_trainer import __main__ as cli
 
 from tests.trainer.trainerkit import INSTRUCTIONS, Run, make_config, write_config

@@ -8,16 +8,16 @@ import json
 import re
 from pathlib import Path
 
+import finetune_api as api
 import pytest
 import yaml
-from finetune_operator import api
-from finetune_operator.api.trainer import (
+from finetune_api.trainer import (
     ExitCode,
     TrainerConfig,
     TrainerPaths,
     trainer_config,
 )
-from finetune_operator.cli import app
+from finetune_cli.main import app
 from finetune_trainer import data, launch, local, storage
 from rich.console import Console
 from typer.testing import CliRunner

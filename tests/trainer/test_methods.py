@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import finetune_api as api
 import peft
 import pytest
 import torch
 import transformers
-from finetune_operator import api
 from finetune_trainer import engine
 from finetune_trainer import model as model_lib
 from finetune_trainer.distributed import World

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from finetune_operator.api.trainer import TERMINATION_MESSAGE_LIMIT, Metric, TerminationMessage
+from finetune_api.trainer import TERMINATION_MESSAGE_LIMIT, Metric, TerminationMessage
 from finetune_trainer import metrics
 
 from tests.trainer.trainerkit import INSTRUCTIONS, make_config, start, wait_for_step, write_config

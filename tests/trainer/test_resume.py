@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from finetune_operator.api.trainer import ExitCode
+from finetune_api.trainer import ExitCode
 from finetune_trainer import checkpoint, ownership, recipe
 
 from tests.trainer.trainerkit import (

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from finetune_operator.api.trainer import ExitCode
-from finetune_operator.cli import app
+from finetune_api.trainer import ExitCode
+from finetune_cli.main import app
 from finetune_trainer import local, tiny
 from rich.console import Console
 from typer.testing import CliRunner

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import transformers
-from finetune_operator.api.data import DatasetSpec, TaskSpec
+from finetune_api.data import DatasetSpec, TaskSpec
 from finetune_trainer import data
 
 from tests.trainer.test_chat_format import _tokenizer, encode

@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-from finetune_operator.api.trainer import ExitCode, TerminationMessage, TrainerConfig
+from finetune_api.trainer import ExitCode, TerminationMessage, TrainerConfig
 from finetune_trainer import checkpoint
 
 from tests.trainer.trainerkit import (

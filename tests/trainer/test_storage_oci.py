@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from finetune_operator.api.trainer import ExitCode, credential_prefix
+from finetune_api.trainer import ExitCode, credential_prefix
 from finetune_trainer import oci
 
 from tests.storage_servers import Registry

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from finetune_operator.api.trainer import ExitCode, credential_prefix
-from finetune_operator.cli import app
+from finetune_api.trainer import ExitCode, credential_prefix
+from finetune_cli.main import app
 from finetune_trainer import checkpoint, local, remote, s3
 from typer.testing import CliRunner
 

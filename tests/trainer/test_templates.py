@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import transformers
-from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.trainer import TrainerPaths
+from finetune_api.data import DatasetSpec, TaskSpec
+from finetune_api.trainer import TrainerPaths
 from finetune_trainer import data, storage, templates
 
 from tests.trainer.test_chat_format import _tokenizer, encode

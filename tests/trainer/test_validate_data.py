@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import transformers
 import yaml
-from finetune_operator.cli import app
+from finetune_cli.main import app
 from typer.testing import CliRunner
 
 from tests.invalid_specs import merge, minimal_job
@@ -125,7 +125,7 @@ def test_validate_never_imports_torch(tmp_path: Path, with_model: bool) -> None:
     data = _write(tmp_path / "chats.jsonl", [{"messages": HI}])
     args = ["validate", "--data", str(data), *(["--model", str(LLAMA)] if with_model else [])]
     script = (
-        "import sys; from typer.testing import CliRunner; from finetune_operator.cli import app; "
+        "import sys; from typer.testing import CliRunner; from finetune_cli.main import app; "
         f"result = CliRunner().invoke(app, {args!r}); "
         "print(result.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )

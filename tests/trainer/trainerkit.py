@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.trainer import TrainerConfig
+from finetune_api.trainer import TrainerConfig
 from finetune_trainer import tiny
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import finetune_api as api
 import pytest
 import yaml
-from finetune_operator import admission, api
+from finetune_api.uris import resolved_problem
+from finetune_cli.main import app, validate_file
+from finetune_operator import admission
 from finetune_operator.admission import review
-from finetune_operator.api.uris import resolved_problem
-from finetune_operator.cli import app, validate_file
 from finetune_trainer import storage
 from pydantic import ValidationError
 from typer.testing import CliRunner

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from finetune_operator.api.trainer import Metric
+from finetune_api.trainer import Metric
 from finetune_operator.metrics import OperatorMetrics
 
 from tests import charttools

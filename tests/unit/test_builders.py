@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from finetune_api.trainer import CONFIG_FILE_NAME, INSECURE_REGISTRIES_ENV, TrainerConfig
 from finetune_operator import config, names
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, INSECURE_REGISTRIES_ENV, TrainerConfig
 from finetune_operator.builders import storage, workload
 from finetune_operator.config import Settings
 

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from finetune_operator.api.trainer import Metric
+from finetune_api.trainer import Metric
 from finetune_operator.metrics import OperatorMetrics
 
 from tests.charttools import ROOT

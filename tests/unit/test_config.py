@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from finetune_cli.main import app
 from finetune_operator import config
-from finetune_operator.cli import app
 from typer.testing import CliRunner
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from finetune_operator import apidocs, crd
-from finetune_operator.api import job
-from finetune_operator.api.presets import PRESETS, PresetName
-from finetune_operator.cli import app
+from finetune_api import job
+from finetune_api.presets import PRESETS, PresetName
+from finetune_cli import apidocs, crd
+from finetune_cli.main import app
 from typer.testing import CliRunner
 
 from tests.invalid_specs import merge, minimal_job

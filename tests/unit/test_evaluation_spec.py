@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from finetune_api.evaluation import DEFAULT_METRICS, TASK_METRICS, EvaluationSpec, result_key
+from finetune_api.job import FineTuneJobSpec, parse
+from finetune_api.references import secret_refs, web_urls
+from finetune_api.trainer import TERMINATION_MESSAGE_LIMIT, TerminationMessage
 from finetune_operator import admission
-from finetune_operator.api.evaluation import DEFAULT_METRICS, TASK_METRICS, EvaluationSpec, result_key
-from finetune_operator.api.job import FineTuneJobSpec, parse
-from finetune_operator.api.references import secret_refs, web_urls
-from finetune_operator.api.trainer import TERMINATION_MESSAGE_LIMIT, TerminationMessage
 from finetune_operator.builders import storage
 
 from tests.invalid_specs import merge, minimal_job

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import finetune_api as api
 import jsonschema
 import pytest
-from finetune_operator import api, crd
-from finetune_operator.cli import app, load_documents
+from finetune_cli import crd
+from finetune_cli.main import app, load_documents
 from typer.testing import CliRunner
 
 from tests.conftest import EXAMPLES

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import finetune_api as api
 import pytest
 import yaml
-from finetune_operator import api
-from finetune_operator.api import fit, memory
-from finetune_operator.api.gpus import GPU_MEMORY_MIB, product_memory_gib
-from finetune_operator.api.presets import PRESETS
-from finetune_operator.cli import app
+from finetune_api import fit, memory
+from finetune_api.gpus import GPU_MEMORY_MIB, product_memory_gib
+from finetune_api.presets import PRESETS
+from finetune_cli.main import app
 from typer.testing import CliRunner
 
 from tests.invalid_specs import merge, minimal_job

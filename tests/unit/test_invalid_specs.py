@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import finetune_api as api
 import pytest
 import yaml
-from finetune_operator import api
-from finetune_operator.api import fit
-from finetune_operator.api.common import DNS_SUBDOMAIN
-from finetune_operator.cli import app
+from finetune_api import fit
+from finetune_api.common import DNS_SUBDOMAIN
+from finetune_cli.main import app
 from pydantic import ValidationError
 from typer.testing import CliRunner
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from finetune_operator.api.job import parse
-from finetune_operator.api.output import ONNX_UNSUPPORTED_TASKS, OutputSpec
+from finetune_api.job import parse
+from finetune_api.output import ONNX_UNSUPPORTED_TASKS, OutputSpec
 from pydantic import ValidationError
 
 from tests.invalid_specs import merge, minimal_job

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from finetune_api.trainer import Metric
 from finetune_operator import progress
-from finetune_operator.api.trainer import Metric
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from finetune_operator.cli import app
+from finetune_cli.main import app
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_operator import api
-from finetune_operator.api import memory
-from finetune_operator.api.presets import PRESETS, Preset
+import finetune_api as api
+from finetune_api import memory
+from finetune_api.presets import PRESETS, Preset
 
 from tests.invalid_specs import merge, minimal_job
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from finetune_operator.api.trainer import TerminationMessage
+from finetune_api.trainer import TerminationMessage
 from finetune_operator.observed import job_facts, pod_facts, termination_message
 from finetune_operator.status import Observation, derive, transition_event
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from finetune_operator import api
-from finetune_operator.api.trainer import TrainerConfig, TrainerPaths, trainer_config
+import finetune_api as api
+from finetune_api.trainer import TrainerConfig, TrainerPaths, trainer_config
 
 from tests.invalid_specs import merge, minimal_job
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from finetune_operator.api.uris import DATASET_SCHEMES, MODEL_SCHEMES, OUTPUT_SCHEMES, check_uri
+from finetune_api.uris import DATASET_SCHEMES, MODEL_SCHEMES, OUTPUT_SCHEMES, check_uri
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pydantic
-from finetune_operator.api.errors import describe
-from finetune_operator.api.trainer import ExitCode, TrainerConfig, TrainerPaths, failed
+from finetune_api.errors import describe
+from finetune_api.trainer import ExitCode, TrainerConfig, TrainerPaths, failed
 
 from finetune_trainer import metrics, recipe
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.trainer import TrainerPaths
+from finetune_api.data import DatasetSpec, TaskSpec
+from finetune_api.trainer import TrainerPaths
 
 from finetune_trainer import data, sft, templates
 

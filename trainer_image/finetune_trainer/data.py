@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.data import CHAT_ROLES, ChatKeys, ColumnMapping, DatasetSpec, TaskSpec
-from finetune_operator.api.evaluation import DEFAULT_EVAL_SPLIT, EvaluationSpec
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.uris import scheme_of
+from finetune_api.data import CHAT_ROLES, ChatKeys, ColumnMapping, DatasetSpec, TaskSpec
+from finetune_api.evaluation import DEFAULT_EVAL_SPLIT, EvaluationSpec
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.uris import scheme_of
 
 Record = dict[str, Any]
 

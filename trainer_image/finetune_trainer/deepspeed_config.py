@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 import torch
-from finetune_operator.api.training import DeepSpeedSpec, TrainingSpec
+from finetune_api.training import DeepSpeedSpec, TrainingSpec
 
 
 def _offload(device: str, pin_memory: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 import transformers
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.job import FineTuneJobSpec
 
 from finetune_trainer import deepspeed_config
 from finetune_trainer.distributed import World, is_rank_zero

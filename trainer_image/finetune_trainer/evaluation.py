@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from finetune_operator.api.evaluation import EvalMetric, result_key
+from finetune_api.evaluation import EvalMetric, result_key
 
 from finetune_trainer import batching, distributed, tasks
 from finetune_trainer.data import DataError

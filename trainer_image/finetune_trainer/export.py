@@ -24,9 +24,9 @@ from typing import Any
 import peft
 import torch
 import transformers
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.output import ExportFormat
-from finetune_operator.api.trainer import TrainerConfig
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.output import ExportFormat
+from finetune_api.trainer import TrainerConfig
 
 from finetune_trainer import model as model_lib
 from finetune_trainer import tasks

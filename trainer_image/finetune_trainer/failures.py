@@ -8,7 +8,7 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from finetune_operator.api.trainer import ExitCode, TerminationMessage, failed
+from finetune_api.trainer import ExitCode, TerminationMessage, failed
 
 from finetune_trainer import batching, data, export, ownership
 

@@ -3,7 +3,7 @@
 The image runs `python -m finetune_trainer.launch --config /etc/finetune/trainer-config.json`; this module runs
 torchrun's agent in its own process (the container's main process) with `-m finetune_trainer --config …` as the
 workers. Nodes and processes per node come from `spec.distributed`; a multi-node run uses a static rendezvous that
-the operator's Indexed Job provides through the environment (names in `finetune_operator.api.trainer`):
+the operator's Indexed Job provides through the environment (names in `finetune_api.trainer`):
 
 - `MASTER_ADDR`: a stable DNS name of node 0 (the headless Service's name for pod index 0),
 - `MASTER_PORT`: the rendezvous port (default 29500),
@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
-from finetune_operator.api.trainer import (
+from finetune_api.trainer import (
     CONFIG_PATH,
     DEFAULT_MASTER_PORT,
     ENV_MASTER_ADDR,

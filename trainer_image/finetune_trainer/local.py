@@ -1,6 +1,6 @@
 """`finetune run FILE`: train a FineTuneJob manifest on this machine, with a progress bar and an end summary.
 
-Called by the operator's CLI (`finetune_operator.cli`), which passes the manifest path and flags. The manifest is
+Called by the operator's CLI (`finetune_cli.main`), which passes the manifest path and flags. The manifest is
 validated with the API models, turned into a `TrainerConfig` with local folders, and trained by the same
 `python -m finetune_trainer` the pods run (under torchrun when `nproc` > 1). Its JSON log lines drive a rich
 progress bar (a line every step) and are copied, line by line as they come, to `<output>/.local/trainer.log`; the
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import finetune_api as api
 import pydantic
 import yaml
-from finetune_operator import api
-from finetune_operator.api.evaluation import before_after_table
-from finetune_operator.api.trainer import (
+from finetune_api.evaluation import before_after_table
+from finetune_api.trainer import (
     CONFIG_FILE_NAME,
     ENV_TERMINATION_MESSAGE_PATH,
     TerminationMessage,
@@ -50,7 +50,7 @@ from finetune_operator.api.trainer import (
     TrainerPaths,
     trainer_config,
 )
-from finetune_operator.api.uris import scheme_of
+from finetune_api.uris import scheme_of
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

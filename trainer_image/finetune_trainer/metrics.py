@@ -5,7 +5,7 @@ logs; other ranks get a silent reporter). Each log line is one JSON object on st
 (`start`, `progress`, `step`, `eval`, `checkpoint`, `stopped`, `done`, `failed`, `warning`; fields in
 trainer_image/README.md): a full `step` line every `logging_steps`, a short `progress` line on the steps between, so
 `local.run_local`'s progress bar moves every step; the operator's log tailing can parse them too. Gauge names, the
-termination message and its size limit are the pod contract (`finetune_operator.api.trainer`): the operator scrapes
+termination message and its size limit are the pod contract (`finetune_api.trainer`): the operator scrapes
 the gauges and parses the message.
 """
 
@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
-from finetune_operator.api.trainer import ENV_TERMINATION_MESSAGE_PATH, Metric, TerminationMessage
+from finetune_api.trainer import ENV_TERMINATION_MESSAGE_PATH, Metric, TerminationMessage
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 _HELP: dict[Metric, str] = {

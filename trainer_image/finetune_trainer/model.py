@@ -18,8 +18,8 @@ from typing import Any
 import peft
 import torch
 import transformers
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.presets import PRESETS
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.presets import PRESETS
 
 from finetune_trainer import tasks, varlen
 

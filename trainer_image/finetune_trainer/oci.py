@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.trainer import StorageRole
+from finetune_api.trainer import StorageRole
 
 from finetune_trainer import remote
 from finetune_trainer.remote import StorageError

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from finetune_operator.api.output import OutputSpec
-from finetune_operator.api.trainer import TerminationMessage, TrainerConfig
-from finetune_operator.api.uris import scheme_of
+from finetune_api.output import OutputSpec
+from finetune_api.trainer import TerminationMessage, TrainerConfig
+from finetune_api.uris import scheme_of
 
 from finetune_trainer import export, ownership
 from finetune_trainer.distributed import is_rank_zero

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.trainer import TrainerConfig
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.trainer import TrainerConfig
 
 FILE = "identity.json"
 """The identity's file in every checkpoint folder."""

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from finetune_operator.api.trainer import ExitCode, TerminationMessage, TrainerConfig, failed
+from finetune_api.trainer import ExitCode, TerminationMessage, TrainerConfig, failed
 
 from finetune_trainer import (
     batching,

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from finetune_operator.api.trainer import INSECURE_REGISTRIES_ENV, StorageRole, credential_prefix
+from finetune_api.trainer import INSECURE_REGISTRIES_ENV, StorageRole, credential_prefix
 
 S3_VARIABLES = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",

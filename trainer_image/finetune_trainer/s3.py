@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api.trainer import StorageRole
+from finetune_api.trainer import StorageRole
 
 from finetune_trainer import remote
 from finetune_trainer.remote import StorageError

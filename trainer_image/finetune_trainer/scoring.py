@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from finetune_operator.api.evaluation import DEFAULT_MAX_NEW_TOKENS
-from finetune_operator.api.job import FineTuneJobSpec
+from finetune_api.evaluation import DEFAULT_MAX_NEW_TOKENS
+from finetune_api.job import FineTuneJobSpec
 
 from finetune_trainer import sft, tasks
 from finetune_trainer.data import DataError, Record, Row, Shape

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
-from finetune_operator.api.data import ColumnMapping, TaskSpec
+from finetune_api.data import ColumnMapping, TaskSpec
 
 from finetune_trainer.data import DataError, Record
 

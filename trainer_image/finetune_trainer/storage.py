@@ -17,11 +17,11 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from finetune_operator.api.data import DatasetSpec
-from finetune_operator.api.model import ModelSpec
-from finetune_operator.api.presets import PRESETS
-from finetune_operator.api.trainer import TrainerPaths
-from finetune_operator.api.uris import resolved_problem, scheme_of
+from finetune_api.data import DatasetSpec
+from finetune_api.model import ModelSpec
+from finetune_api.presets import PRESETS
+from finetune_api.trainer import TrainerPaths
+from finetune_api.uris import resolved_problem, scheme_of
 
 from finetune_trainer import remote
 

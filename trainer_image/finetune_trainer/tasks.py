@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from finetune_operator.api.data import ColumnMapping, TaskSpec
+from finetune_api.data import ColumnMapping, TaskSpec
 
 from finetune_trainer.data import DataError, Record, Row
 from finetune_trainer.sft import IGNORE as IGNORE

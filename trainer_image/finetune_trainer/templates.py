@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
-from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.trainer import TrainerPaths
+from finetune_api.data import DatasetSpec, TaskSpec
+from finetune_api.trainer import TrainerPaths
 
 from finetune_trainer import storage
 from finetune_trainer.data import DataError, Shape

@@ -1,7 +1,7 @@
 """Recipes for the tiny presets (tiny-llama, tiny-t5, tiny-bert): random weights, tokenizers trained offline.
 
 Called by `storage.resolve_model` when `spec.model.preset` names a preset whose source is `tiny://…`
-(see `finetune_operator.api.presets`). Each builder trains a tokenizer on the bundled `assets/corpus.txt`, builds
+(see `finetune_api.presets`). Each builder trains a tokenizer on the bundled `assets/corpus.txt`, builds
 the model from a config in code with a fixed seed, and saves both with `save_pretrained`, so the recipe loads
 them back with `from_pretrained(local_dir)` exactly like a downloaded checkpoint. Nothing is downloaded.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from finetune_operator.api import GROUP, KIND, VERSION, FineTuneJob
-from finetune_operator.api.presets import PRESETS
+from finetune_api import GROUP, KIND, VERSION, FineTuneJob
+from finetune_api.presets import PRESETS
 
 MANAGED_BY = "finetune-operator"
 """`app.kubernetes.io/managed-by` of every child, and the server-side apply field manager."""

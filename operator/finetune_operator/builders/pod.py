@@ -20,14 +20,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from finetune_operator.api.references import SecretUse, secret_refs
-from finetune_operator.api.trainer import (
+from finetune_api.references import SecretUse, secret_refs
+from finetune_api.trainer import (
     CONFIG_PATH,
     INSECURE_REGISTRIES_ENV,
     TERMINATION_MESSAGE_PATH,
     credential_prefix,
     registry_auth_dir,
 )
+
 from finetune_operator.builders import storage
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune_api.references import DOCKER_CONFIG_KEY, secret_refs
+from finetune_api.trainer import CONFIG_FILE_NAME, CONFIG_MOUNT_DIR, TrainerPaths, registry_auth_dir
+from finetune_api.uris import scheme_of
+
 from finetune_operator import names
-from finetune_operator.api.references import DOCKER_CONFIG_KEY, secret_refs
-from finetune_operator.api.trainer import CONFIG_FILE_NAME, CONFIG_MOUNT_DIR, TrainerPaths, registry_auth_dir
-from finetune_operator.api.uris import scheme_of
 from finetune_operator.builders.meta import Owner, metadata
 from finetune_operator.config import Settings
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_operator import names
-from finetune_operator.api.trainer import (
+from finetune_api.trainer import (
     CONFIG_FILE_NAME,
     DEFAULT_MASTER_PORT,
     ENV_MASTER_ADDR,
@@ -25,6 +24,8 @@ from finetune_operator.api.trainer import (
     ExitCode,
     trainer_config,
 )
+
+from finetune_operator import names
 from finetune_operator.builders import pod, storage
 from finetune_operator.builders.meta import (
     LABEL_JOB_NAME,

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import kopf
+from finetune_api import GROUP, PLURAL, VERSION
 
 from finetune_operator import karpenter, names, observed, poller
-from finetune_operator.api import GROUP, PLURAL, VERSION
 from finetune_operator.builders.meta import KUEUE_GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY
 from finetune_operator.reconciler import Reconciler
 

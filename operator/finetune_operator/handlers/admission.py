@@ -11,9 +11,9 @@ import functools
 from typing import Any
 
 import kopf
+from finetune_api import GROUP, PLURAL, VERSION
 
 from finetune_operator import admission
-from finetune_operator.api import GROUP, PLURAL, VERSION
 from finetune_operator.kube import Kube
 
 WEBHOOK_ID = "validate-finetunejob"

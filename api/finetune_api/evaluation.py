@@ -7,8 +7,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator
 
-from finetune_operator.api.base import ApiModel, Rule
-from finetune_operator.api.uris import DATASET_SCHEMES, check_uri
+from finetune_api.base import ApiModel, Rule
+from finetune_api.uris import DATASET_SCHEMES, check_uri
 
 EvalMetric = Literal[
     "loss", "perplexity", "accuracy", "macro_f1", "precision", "recall", "f1", "bleu", "chrf", "exact_match"

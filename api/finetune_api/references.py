@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import NamedTuple
 
-from finetune_operator.api.common import SecretRef
-from finetune_operator.api.job import FineTuneJobSpec
-from finetune_operator.api.trainer import StorageRole
-from finetune_operator.api.uris import scheme_of
+from finetune_api.common import SecretRef
+from finetune_api.job import FineTuneJobSpec
+from finetune_api.trainer import StorageRole
+from finetune_api.uris import scheme_of
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 """What an s3:// Secret must hold (AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_REGION are optional)."""

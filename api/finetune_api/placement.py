@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from finetune_operator.api.base import ApiModel, Rule
-from finetune_operator.api.common import DnsSubdomain, Quantity
+from finetune_api.base import ApiModel, Rule
+from finetune_api.common import DnsSubdomain, Quantity
 
 
 class GpuSpec(ApiModel):

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from finetune_operator.api.base import ApiModel, Rule
-from finetune_operator.api.common import SecretRef
-from finetune_operator.api.presets import MethodType, PresetName
-from finetune_operator.api.uris import MODEL_SCHEMES, check_uri
+from finetune_api.base import ApiModel, Rule
+from finetune_api.common import SecretRef
+from finetune_api.presets import MethodType, PresetName
+from finetune_api.uris import MODEL_SCHEMES, check_uri
 
 
 class ModelSpec(ApiModel):

@@ -10,16 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import finetune_api as api
 import typer
 import yaml
+from finetune_api import fit
+from finetune_api.data import DatasetSpec, TaskSpec
+from finetune_api.training import TrainingSpec
+from finetune_operator.admission import Resolve, Review, resolve_host, review
 from rich.console import Console
 from rich.markup import escape
 
-from finetune_operator import api, apidocs, crd
-from finetune_operator.admission import Resolve, Review, resolve_host, review
-from finetune_operator.api import fit
-from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.training import TrainingSpec
+from finetune_cli import apidocs, crd
 
 app = typer.Typer(
     help="finetune-operator: fine-tune LLMs on Kubernetes with FineTuneJob resources.", no_args_is_help=True

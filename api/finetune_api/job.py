@@ -8,22 +8,22 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
-from finetune_operator.api.base import ApiModel, Rule
-from finetune_operator.api.common import DNS_SUBDOMAIN
-from finetune_operator.api.data import DatasetSpec, TaskSpec
-from finetune_operator.api.evaluation import (
+from finetune_api.base import ApiModel, Rule
+from finetune_api.common import DNS_SUBDOMAIN
+from finetune_api.data import DatasetSpec, TaskSpec
+from finetune_api.evaluation import (
     ENTITY_METRICS,
     ENTITY_TAG,
     EVALUATION_RULES,
     TASK_METRICS,
     EvaluationSpec,
 )
-from finetune_operator.api.model import MethodSpec, ModelSpec
-from finetune_operator.api.output import EXPORT_RULES, OutputSpec, RunPolicy
-from finetune_operator.api.placement import ResourcesSpec
-from finetune_operator.api.presets import FAMILY_TASKS, Family, presets_of, real_presets
-from finetune_operator.api.status import FineTuneJobStatus
-from finetune_operator.api.training import DistributedSpec, TrainingSpec
+from finetune_api.model import MethodSpec, ModelSpec
+from finetune_api.output import EXPORT_RULES, OutputSpec, RunPolicy
+from finetune_api.placement import ResourcesSpec
+from finetune_api.presets import FAMILY_TASKS, Family, presets_of, real_presets
+from finetune_api.status import FineTuneJobStatus
+from finetune_api.training import DistributedSpec, TrainingSpec
 
 GROUP = "finetune.io"
 VERSION = "v1alpha1"

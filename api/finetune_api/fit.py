@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from finetune_operator.api import memory
-from finetune_operator.api.gpus import product_memory_gib
-from finetune_operator.api.presets import PRESETS
+from finetune_api import memory
+from finetune_api.gpus import product_memory_gib
+from finetune_api.presets import PRESETS
 
 if TYPE_CHECKING:
-    from finetune_operator.api.job import FineTuneJobSpec
+    from finetune_api.job import FineTuneJobSpec
 
 REASON = "DoesNotFit"
 """The Failed condition's reason for a job whose estimate exceeds its GPUs' memory."""

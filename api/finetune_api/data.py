@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from finetune_operator.api.base import ApiModel, Rule
-from finetune_operator.api.common import SecretRef
-from finetune_operator.api.presets import TaskType
-from finetune_operator.api.uris import DATASET_SCHEMES, check_uri
+from finetune_api.base import ApiModel, Rule
+from finetune_api.common import SecretRef
+from finetune_api.presets import TaskType
+from finetune_api.uris import DATASET_SCHEMES, check_uri
 
 LABELLED_TASKS = ("sequence-classification", "token-classification")
 ROW_SHAPES = ("text", "prompt-completion", "conversational", "conversational-prompt-completion")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from finetune_operator.api.base import ApiModel, Rule
+from finetune_api.base import ApiModel, Rule
 
 _OBJECT: dict[str, Any] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 _SCALAR: dict[str, Any] = {

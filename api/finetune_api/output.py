@@ -6,9 +6,9 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 
-from finetune_operator.api.base import ApiModel, Rule
-from finetune_operator.api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef
-from finetune_operator.api.uris import OUTPUT_SCHEMES, check_uri
+from finetune_api.base import ApiModel, Rule
+from finetune_api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef
+from finetune_api.uris import OUTPUT_SCHEMES, check_uri
 
 ExportFormat = Literal["merged", "onnx"]
 """What `output.formats` may list, in the order the trainer writes them (onnx is exported from the merged model)."""

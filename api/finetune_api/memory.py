@@ -45,10 +45,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from finetune_operator.api.presets import PRESETS, MethodType, Shape
+from finetune_api.presets import PRESETS, MethodType, Shape
 
 if TYPE_CHECKING:
-    from finetune_operator.api.job import FineTuneJobSpec
+    from finetune_api.job import FineTuneJobSpec
 
 GIB = 1024**3
 CUDA_OVERHEAD = 1 * GIB

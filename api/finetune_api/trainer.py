@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from finetune_operator.api.base import ApiModel
-from finetune_operator.api.job import FineTuneJob, FineTuneJobSpec
+from finetune_api.base import ApiModel
+from finetune_api.job import FineTuneJob, FineTuneJobSpec
 
 CONFIG_FILE_NAME = "trainer-config.json"
 CONFIG_MOUNT_DIR = "/etc/finetune"

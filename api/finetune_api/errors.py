@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from finetune_operator.api.base import RuleViolation
+from finetune_api.base import RuleViolation
 
 _HINTS = {
     "extra_forbidden": "unknown field; remove it or fix its spelling (`kubectl explain finetunejob.spec` lists fields)",

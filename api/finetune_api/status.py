@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from finetune_operator.api.base import ApiModel
+from finetune_api.base import ApiModel
 
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
