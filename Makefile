@@ -41,7 +41,7 @@ crd: deps
 	finetune crd --api-docs docs/api.md
 	cp crds/*.yaml helm/finetune-operator/crds/
 
-# helm, kubeconform and fluxcel for the chart's tests (they build them on first use too); cached like the cluster's.
+# helm, kubeconform, fluxcel and promtool for the chart's tests (they build them on first use too); cached like the cluster's.
 tools:
 	hack/tools/build.sh
 

@@ -1,4 +1,4 @@
-"""The chart's tools for the tests: pinned helm and kubeconform (hack/tools/build.sh) and Kubernetes JSON schemas.
+"""The chart's tools for the tests: pinned helm, kubeconform, fluxcel and promtool (hack/tools/build.sh) and Kubernetes JSON schemas.
 
 Schemas: the `kubernetes-validate` wheel ships the Kubernetes JSON schemas per minor version, with `$ref`s to a
 remote `/api/_definitions.json` (and remote `$id`s); `kube_schemas()` copies the pinned minor's strict set under
@@ -43,7 +43,7 @@ def kubernetes_version() -> str:
 
 @functools.cache
 def bin_dir() -> Path:
-    """Where helm and kubeconform are (built or taken from the cache by hack/tools/build.sh)."""
+    """Where the pinned tools are (built or taken from the cache by hack/tools/build.sh)."""
     out = subprocess.run(
         [str(ROOT / "hack" / "tools" / "build.sh")],
         check=True,

@@ -2,15 +2,17 @@
 # Builds (or fetches from cache) the pinned tools the chart's tests run (`hack/tools/build.sh`):
 #   helm         <- helm.sh/helm/v3/cmd/helm@$HELM_VERSION
 #   kubeconform  <- github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION
+#   promtool     <- github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION
 #   fluxcel      <- hack/tools/fluxcel (Flux's own CEL health evaluator, github.com/fluxcd/pkg/runtime/cel, pinned in
 #                   its go.mod), keyed by a hash of its sources
 # or, with --storage, the servers the storage tests talk to (tests/storage_servers.py):
 #   versitygw    <- github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION (S3 gateway, posix backend)
 #   registry     <- github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION (CNCF distribution)
-# From source through the Go module proxy, with the version ldflags their release builds set (so `helm version`
-# and `kubeconform -v` tell the truth; helm's default Kubernetes version comes from its client-go, as in its Makefile).
-# Caching as in hack/cluster/build.sh (hack/cache.sh). Measured cold on the shared 2-core VM: helm 165 s, fluxcel
-# 140 s, kubeconform 8 s; from the shared cache (a fresh clone): well under a second.
+# From source through the Go module proxy, with the version ldflags their release builds set (so `helm version`,
+# `kubeconform -v` and `promtool --version` tell the truth; helm's default Kubernetes version comes from its
+# client-go, as in its Makefile). Caching as in hack/cluster/build.sh (hack/cache.sh). Measured cold on the shared
+# 2-core VM: helm 165 s, fluxcel 140 s, promtool about 4 min, kubeconform 8 s; from the shared cache (a fresh clone):
+# well under a second.
 # Output: prints the bin directory holding the binaries (last line of stdout).
 set -euo pipefail
 
@@ -43,6 +45,15 @@ build_kubeconform() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 }
 
+build_promtool() {
+  # Prometheus tags its Go module v0.3MM.P for release 3.MM.P: v0.316.0 is 3.16.0.
+  local out="$1" pkg="github.com/prometheus/prometheus" minor="${PROMETHEUS_VERSION#v0.3}"
+  local release="3.$((10#${minor%%.*})).${minor#*.}"
+  log "promtool: go install $pkg/cmd/promtool@$PROMETHEUS_VERSION (Prometheus $release)"
+  GOBIN="$out" "${NICE[@]}" go install -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" "$pkg/cmd/promtool@$PROMETHEUS_VERSION"
+}
+
 build_fluxcel() {
   local out="$1"
   log "fluxcel: go build hack/tools/fluxcel"
@@ -73,4 +84,5 @@ fluxcel_key="$(cat "$ROOT"/hack/tools/fluxcel/{go.mod,go.sum,main.go} | sha256su
 fetch_or_build "fluxcel-$fluxcel_key" build_fluxcel fluxcel
 fetch_or_build "kubeconform-$KUBECONFORM_VERSION" build_kubeconform kubeconform
 fetch_or_build "helm-$HELM_VERSION" build_helm helm
+fetch_or_build "promtool-$PROMETHEUS_VERSION" build_promtool promtool
 echo "$BIN"

@@ -28,7 +28,10 @@ TRAIN_TIMEOUT_S = 20 * 60  # a pod start, PyTorch imports and a few hundred CPU 
 
 
 def cluster_exists() -> bool:
-    """Whether the kind cluster's control-plane container is running."""
+    """Whether the kind cluster's control-plane container is running (not when Docker Engine is not installed yet:
+    a fresh machine gets it from hack/kind/install.sh, through hack/docker/start-dockerd.sh)."""
+    if not Path("/usr/bin/docker").exists():
+        return False
     found = subprocess.run(
         ["/usr/bin/docker", "inspect", "-f", "{{.State.Running}}", f"{CLUSTER}-control-plane"],
         capture_output=True,
