@@ -75,7 +75,7 @@ class Bench:
                "FINETUNE_PROPAGATE_ANNOTATION_PREFIXES": "kwok.finetune.io/",
                "FINETUNE_HEALTH_PORT": str(HEALTH_PORT), "FINETUNE_METRICS_PORT": "0"}  # fmt: skip
         log = (ROOT / ".cache" / "operator-scale.log").open("wb")
-        self.operator = subprocess.Popen([sys.executable, "-m", "finetune_operator", "operator"], env=env,
+        self.operator = subprocess.Popen([sys.executable, "-m", "finetune_cli", "operator"], env=env,
                                          stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         threading.Thread(target=self._sample_rss, daemon=True).start()
         deadline = time.monotonic() + 120

@@ -41,6 +41,7 @@ _CASES: dict[str, tuple[JobFacts, PodFacts, tuple[bool, bool]]] = {
     "running": (JobFacts(exists=True), PodFacts(running=1), (False, False)),
     "suspended": (JobFacts(exists=True, suspended=True), PodFacts(), (True, False)),
     "succeeded": (JobFacts(exists=True, complete=True), PodFacts(succeeded_message=RESULT), (False, False)),
+    "result-missing": (JobFacts(exists=True, complete=True), PodFacts(), (False, False)),
     "failed": (
         JobFacts(exists=True, failed=True, failed_reason="PodFailurePolicy"),
         PodFacts(failure=FAILURE, failure_exit_code=2),

@@ -132,7 +132,8 @@ class FineTuneJobStatus(ApiModel):
     completion_time: datetime | None = Field(default=None, description="When the run succeeded or failed.")
     progress: Progress | None = Field(default=None, description="Training progress.")
     result: Result | None = Field(
-        default=None, description="Artifacts and final metrics of a successful run."
+        default=None,
+        description="Artifacts and final metrics of a successful run. Absent when the trainer wrote none (its pod was killed after the last step, or the image is not finetune-trainer): the Ready and Complete conditions then have reason ResultMissing, a Warning Event ResultMissing is posted, and Argo CD and Flux read the job as Degraded and Failed (gitops/README.md).",
     )
     workload: Workload | None = Field(default=None, description="Objects created for this job.")
     estimate: MemoryEstimate | None = Field(

@@ -13,6 +13,7 @@ does for the pods that wait for nodes (`karpenter.py`); a job whose node is on i
 | Running    | a training pod runs                                                           |
 | Suspended  | `runPolicy.suspend` is true (pods deleted, checkpoints kept; queued: no Job)  |
 | Succeeded  | the Job completed; `result` holds the trainer's output, digest, metrics       |
+|            | (none readable: reason ResultMissing on Ready and Complete, a Warning Event)  |
 | Failed     | the Job failed (the trainer's reason), or cannot run: InvalidSpec, DoesNotFit |
 """
 
@@ -29,6 +30,13 @@ from finetune_operator.karpenter import Provisioning
 from finetune_operator.observed import AdmissionFacts, JobFacts, PodFacts
 
 TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+RESULT_MISSING = "ResultMissing"
+RESULT_MISSING_MESSAGE = (
+    "the training Job completed, but its pod wrote no result (no finetune-trainer termination message): "
+    "status.result is empty and nothing says what was published; the pod may have been killed after the last step, "
+    "or the image is not finetune-trainer. Check the pod's log and the output location before using it"
+)
+"""The reason and message of a Succeeded job without a readable result (the Ready and Complete conditions)."""
 KUEUE_WAITING = "Pending"
 """Kueue's QuotaReserved reason while a Workload simply waits for quota: reported as our own reason, Queued."""
 
@@ -88,6 +96,13 @@ def _failure(obs: Observation) -> State:
     return State("Failed", job.failed_reason or "JobFailed", job.failed_message or "the training Job failed")
 
 
+def _succeeded(said: TerminationMessage | None) -> State:
+    """The Job completed: with the trainer's result, or ResultMissing when its pod said nothing we can read."""
+    if said is not None and said.status == "Succeeded" and said.output:
+        return State("Succeeded", "Succeeded", "training finished", result=said)
+    return State("Succeeded", RESULT_MISSING, RESULT_MISSING_MESSAGE)
+
+
 def _queued(admission: AdmissionFacts) -> State:
     """Kueue has not admitted the Job, or took its admission back: Kueue's reason and message when it gave one."""
     if admission.evicted:
@@ -109,7 +124,7 @@ def _state(obs: Observation) -> State:
     if not job.exists:
         return State("Pending", "Creating", "creating the training workload")
     if job.complete:
-        return State("Succeeded", "Succeeded", "training finished", result=pods.succeeded_message)
+        return _succeeded(pods.succeeded_message)
     if job.failed:
         return _failure(obs)
     if job.suspended and obs.user_suspended:
@@ -226,13 +241,16 @@ def _final_progress(metrics: dict[str, float | None]) -> dict[str, Any]:
 
 
 def transition_event(previous: dict[str, Any], current: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(type, reason, message) of the Event when the phase changed or the job became stalled, else None."""
+    """(type, reason, message) of the Event when the phase changed or the job became stalled, else None; a Warning
+    for Failed, Stalled and a success without a result (ResultMissing)."""
     was, now = (previous.get("phase"), _stalled(previous)), (current.get("phase"), _stalled(current))
     if was == now or (was[0] == now[0] and not now[1]):
         return None
     stalled = _condition(current, "Stalled")
     if now[1] and stalled is not None:
         return ("Warning", str(stalled["reason"]), str(stalled["message"]))
+    if now[0] == "Succeeded" and (_condition(current, "Complete") or {}).get("reason") == RESULT_MISSING:
+        return ("Warning", RESULT_MISSING, str(current.get("message", "")))
     return ("Warning" if now[0] == "Failed" else "Normal", str(now[0]), str(current.get("message", "")))
 
 

@@ -76,7 +76,7 @@ class OperatorProcess:
         """Start it and wait until it is ready (it holds the Lease and its loop ticks), or only alive."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "finetune_operator", "operator"], env=self.env(), stdout=log,
+                [sys.executable, "-m", "finetune_cli", "operator"], env=self.env(), stdout=log,
                 stderr=subprocess.STDOUT, cwd=ROOT,
             )  # fmt: skip
         if ready:

@@ -147,10 +147,14 @@ class World:
         )
 
     def event_reasons(self, name: str) -> list[str]:
+        return [reason for _, reason in self.events(name)]
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        """(type, reason) of the Events about the object `name` in this namespace."""
         events = self.kube.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name}"
         )
-        return [e.reason for e in events.items]
+        return [(e.type, e.reason) for e in events.items]
 
     def output_volume(
         self, job: str, namespace: str | None = None, access_mode: str = "ReadWriteOnce"

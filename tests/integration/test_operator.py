@@ -99,6 +99,23 @@ def test_job_runs_to_success_with_result_and_events(world: World) -> None:
     assert "Running" in reasons and "Succeeded" in reasons
 
 
+def test_a_pod_that_succeeds_without_a_result_is_reported_result_missing(world: World) -> None:
+    """Exit 0 without the trainer's termination message (killed after the last step, an image not ours)."""
+    world.output_volume("mute")
+    world.create(finetunejob("mute", annotations={KWOK_RUN_DURATION: "1h"}))
+    world.wait_phase("mute", "Running")
+    world.annotate_pod(world.pods("mute")[0], {KWOK_RUN_DURATION: "0s"})
+    status = world.wait_phase("mute", "Succeeded")
+    assert "result" not in status
+    assert condition(status, "Ready")["reason"] == condition(status, "Complete")["reason"] == "ResultMissing"
+    assert "wrote no result" in status["message"]
+    events = world.wait(
+        "a Warning Event ResultMissing",
+        lambda: [e for e in world.events("mute") if e[1] == "ResultMissing"] or None,
+    )
+    assert events == [("Warning", "ResultMissing")]
+
+
 def _has(found: list[str], wanted: set[str]) -> list[str] | None:
     return found if wanted <= set(found) else None
 

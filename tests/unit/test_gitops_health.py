@@ -26,6 +26,7 @@ EXPECTED = {
     "running": ("Progressing", "InProgress", "InProgress"),
     "suspended": ("Suspended", "Current", "Current"),
     "succeeded": ("Healthy", "Current", "Current"),
+    "result-missing": ("Degraded", "Current", "Failed"),
     "failed": ("Degraded", "Failed", "Failed"),
     "old-generation": ("Progressing", "InProgress", "InProgress"),
     "no-status": ("Progressing", "Current", "error"),

@@ -19,7 +19,12 @@ PREREQUISITES = {"go", "bash", "make", "git"}
 .ci/run installs where missing; everything else comes from hack/."""
 INSTALLED_BY_HACK = {"/usr/bin/docker": "hack/docker/start-dockerd.sh"}
 """Absolute paths the tests call, each with the hack/ script that installs it when missing."""
-SUBPROCESS_CALLS = {"run", "Popen", "check_output", "check_call", "call"}
+CALLS = {
+    "subprocess": ("subprocess", {"run", "Popen", "check_output", "check_call", "call"}),
+    "which": ("shutil", {"which"}),
+    "charttools": ("charttools", {"run"}),
+}
+"""What each kind of call looks like: its module's name and its functions; the program is the first argument."""
 
 
 def built_tools() -> set[str]:
@@ -41,14 +46,13 @@ def calls(kind: str) -> Iterator[tuple[str, str]]:
             owner, name, first = node.func.value, node.func.attr, node.args[0]
             owner_name = owner.id if isinstance(owner, ast.Name) else None
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
-            if kind == "subprocess" and owner_name == "subprocess" and name in SUBPROCESS_CALLS:
-                program = _literal(first.elts[0]) if isinstance(first, ast.List) and first.elts else None
-            elif kind == "which" and owner_name == "shutil" and name == "which":
-                program = _literal(first)
-            elif kind == "charttools" and owner_name == "charttools" and name == "run":
-                program = _literal(first)
-            else:
+            wanted_owner, wanted_names = CALLS[kind]
+            if owner_name != wanted_owner or name not in wanted_names:
                 continue
+            if kind == "subprocess":
+                program = _literal(first.elts[0]) if isinstance(first, ast.List) and first.elts else None
+            else:
+                program = _literal(first)
             if program is not None:
                 yield where, program
 
@@ -74,11 +78,15 @@ def test_no_test_looks_a_tool_up_on_path() -> None:
 
 
 def test_every_chart_tool_is_built_by_hack() -> None:
-    missing = [f"{where}: {program}" for where, program in calls("charttools") if program not in built_tools()]
+    missing = [
+        f"{where}: {program}" for where, program in calls("charttools") if program not in built_tools()
+    ]
     assert not missing, f"charttools.run names tools hack/tools/build.sh does not build: {missing}"
 
 
 def test_the_hack_installers_exist_and_install_what_the_tests_call() -> None:
     for program, script in INSTALLED_BY_HACK.items():
         text = (ROOT / script).read_text()
-        assert "apt-get install" in text and Path(program).name in text, f"{script} does not install {program}"
+        assert "apt-get install" in text and Path(program).name in text, (
+            f"{script} does not install {program}"
+        )

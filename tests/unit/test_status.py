@@ -318,3 +318,26 @@ def test_the_gpu_fit_estimate_is_shown_in_status() -> None:
 
     assert derive(obs)["estimate"] == estimate
     assert "estimate" not in derive(observe(CASES[0]))
+
+
+@pytest.mark.parametrize(
+    "said",
+    [None, "killed by an OOM after the last step", '{"status": "Succeeded"}'],
+    ids=["no termination message", "not the trainer's", "ours without an output"],
+)
+def test_a_success_without_a_result_says_so_with_a_warning(said: str | None) -> None:
+    """A pod that exits 0 without the trainer's summary leaves no result: ResultMissing, not a silent success."""
+    case = observe(CASES[3], {"phase": "Running"})
+    facts = replace(case.pods, succeeded_message=termination_message(said))
+    status = derive(replace(case, pods=facts))
+    assert status["phase"] == "Succeeded" and "result" not in status
+    ready, complete = conditions(status)["Ready"], conditions(status)["Complete"]
+    assert ready["reason"] == complete["reason"] == "ResultMissing"
+    assert "wrote no result" in status["message"] and "pod's log" in status["message"]
+    event = transition_event({"phase": "Running"}, status)
+    assert event is not None and event[:2] == ("Warning", "ResultMissing")
+
+
+def test_a_success_with_a_result_is_a_normal_event() -> None:
+    status = derive(observe(CASES[3], {"phase": "Running"}))
+    assert transition_event({"phase": "Running"}, status) == ("Normal", "Succeeded", "training finished")

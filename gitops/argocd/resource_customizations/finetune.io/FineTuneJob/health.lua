@@ -1,7 +1,8 @@
 -- Argo CD health of a finetune.io FineTuneJob (gopher-lua, Lua 5.1). Reads status.phase and the kstatus
 -- conditions the operator writes (operator/finetune_operator/status.py):
 --   no status, or status.observedGeneration < metadata.generation -> Progressing (the operator has not acted yet)
---   Succeeded -> Healthy; Failed -> Degraded; Suspended -> Suspended
+--   Succeeded -> Healthy, unless its Complete condition says ResultMissing (the pod wrote no result) -> Degraded
+--   Failed -> Degraded; Suspended -> Suspended
 --   Pending with Stalled=True (unschedulable too long, image pull, missing Secret) -> Degraded
 --   Pending, Queued, Running -> Progressing (a training job is healthy only once it has finished)
 local hs = {}
@@ -44,8 +45,13 @@ end
 
 local phase = obj.status.phase
 if phase == "Succeeded" then
-  hs.status = "Healthy"
-  hs.message = said(condition("Complete"), "Training finished")
+  local complete = condition("Complete")
+  if complete ~= nil and complete.reason == "ResultMissing" then
+    hs.status = "Degraded"
+  else
+    hs.status = "Healthy"
+  end
+  hs.message = said(complete, "Training finished")
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = said(condition("Failed"), "Training failed")
