@@ -21,7 +21,7 @@ from finetune_api.evaluation import (
 from finetune_api.model import MethodSpec, ModelSpec
 from finetune_api.output import EXPORT_RULES, OutputSpec, RunPolicy
 from finetune_api.placement import ResourcesSpec
-from finetune_api.presets import FAMILY_TASKS, Family, presets_of, real_presets
+from finetune_api.presets import FAMILY_TASKS, PRESETS, Family, presets_of, real_presets
 from finetune_api.status import FineTuneJobStatus
 from finetune_api.training import DistributedSpec, TrainingSpec
 
@@ -85,9 +85,11 @@ def _entity_tags_ok(spec: FineTuneJobSpec) -> bool:
     return all(re.match(ENTITY_TAG, label) for label in task.labels)
 
 
-def _gpus(spec: FineTuneJobSpec) -> int | None:
-    gpu = spec.resources.gpu
-    return None if gpu is None else gpu.count
+_CEL_GPUS_PER_NODE = (
+    "(has(self.resources.gpu) ? self.resources.gpu.count : "
+    f"(has(self.model.preset) && !(self.model.preset in {_cel_list(real_presets())}) ? 0 : 1))"
+)
+"""`FineTuneJobSpec.gpus_per_node` in CEL."""
 
 
 class FineTuneJobSpec(ApiModel):
@@ -110,6 +112,29 @@ class FineTuneJobSpec(ApiModel):
 
     immutable = ("model", "method", "task", "dataset", "training", "distributed", "output", "evaluation")
     """Fields that define the training (resources and runPolicy may change)."""
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs each training pod requests: `resources.gpu.count`, else 0 for tiny presets (they train on CPU), else 1
+        (real presets and model URIs)."""
+        if self.resources.gpu is not None:
+            return self.resources.gpu.count
+        return 0 if self.model.preset is not None and self.model.preset not in real_presets() else 1
+
+    @property
+    def lora_targets(self) -> tuple[str, ...] | None:
+        """The linears the adapters go on: `method.lora.targetModules`, else the preset's list; None for every linear
+        layer (`[all-linear]`, and the default of a model given by URI)."""
+        targets = self.method.lora_settings.target_modules
+        if targets is None:
+            preset = PRESETS.get(self.model.preset or "")
+            return preset.target_modules if preset is not None else None
+        return None if targets == ["all-linear"] else tuple(targets)
+
+    @property
+    def processes_per_node(self) -> int:
+        """Training processes per pod: `distributed.processesPerNode`, else one per GPU, else one (CPU)."""
+        return self.distributed.processes_per_node or self.gpus_per_node or 1
 
     rules = (
         *(_family_rule(family) for family in FAMILY_TASKS),
@@ -174,20 +199,22 @@ class FineTuneJobSpec(ApiModel):
         Rule(
             field="resources.gpu.count",
             message="real model presets need a GPU: set resources.gpu.count ≥ 1 or use a tiny-* preset",
-            check=lambda s: s.model.preset not in real_presets() or _gpus(s) != 0,
+            check=lambda s: s.model.preset not in real_presets() or s.gpus_per_node != 0,
             cel=f"!(has(self.model.preset) && self.model.preset in {_cel_list(real_presets())}) "
             "|| !has(self.resources.gpu) || self.resources.gpu.count >= 1",
         ),
         Rule(
             field="distributed.processesPerNode",
-            message="distributed.processesPerNode may not exceed resources.gpu.count (one process per GPU)",
+            message="distributed.processesPerNode may not exceed the GPUs per node (one process per GPU): "
+            "resources.gpu.count, which is 1 when unset for a real preset or a model URI; raise "
+            "resources.gpu.count or lower processesPerNode",
             check=lambda s: (
                 s.distributed.processes_per_node is None
-                or not _gpus(s)
-                or s.distributed.processes_per_node <= (_gpus(s) or 0)
+                or s.gpus_per_node == 0
+                or s.distributed.processes_per_node <= s.gpus_per_node
             ),
-            cel="!has(self.distributed.processesPerNode) || !has(self.resources.gpu) "
-            "|| self.resources.gpu.count == 0 || self.distributed.processesPerNode <= self.resources.gpu.count",
+            cel=f"!has(self.distributed.processesPerNode) || {_CEL_GPUS_PER_NODE} == 0 "
+            f"|| self.distributed.processesPerNode <= {_CEL_GPUS_PER_NODE}",
         ),
     )
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from finetune_api.model import LoraSpec
 from finetune_api.presets import PRESETS, MethodType, Shape
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ LOSS_BYTES_PER_LOGIT = 12
 """Cross-entropy over the vocabulary at its peak, the start of its backward pass: the log-softmax kept in fp32, its
 gradient and the gradient of the logits (4 + 4 + 4). Measured on CPU for 16-bit and fp32 logits by
 benchmarks/gpu_fit.py (its `loss` rows)."""
+_LORA = LoraSpec()
+"""The API's LoRA defaults, those of a Layout built without a spec."""
 DEEPSPEED_BUCKET = 500_000_000
 """DeepSpeed's default reduce_bucket_size, in elements (1 GB in bf16)."""
 ZERO3_PREFETCH = 50_000_000
@@ -87,10 +90,10 @@ class Layout:
     checkpointing: bool = False
     vocab_loss: bool = True
     """The loss runs over the vocabulary (causal-lm, seq2seq), not over a few labels."""
-    lora_rank: int = 16
+    lora_rank: int = _LORA.r
     lora_targets: tuple[str, ...] | None = None
     """Names of the adapted linears; None for all-linear."""
-    lora_dropout: float = 0.05
+    lora_dropout: float = _LORA.dropout
 
     @property
     def ranks(self) -> int:
@@ -281,21 +284,18 @@ def estimate_layout(shape: Shape, parameters: int, layout: Layout) -> Estimate:
 def layout_of(spec: FineTuneJobSpec) -> Layout | None:
     """The spec's layout, or None when it trains on CPU or its model has no preset (no known shape)."""
     preset = PRESETS.get(spec.model.preset or "")
-    gpu = spec.resources.gpu
-    gpus = gpu.count if gpu is not None else (0 if preset is not None and preset.tiny else 1)
-    if preset is None or gpus == 0:
+    if preset is None or spec.gpus_per_node == 0:
         return None
     training, ds, method = spec.training, spec.distributed.deepspeed, spec.method
-    quant, lora = method.quantization, method.lora
-    targets = lora.target_modules if lora is not None and lora.target_modules is not None else None
+    quant, lora = method.quantization, method.lora_settings
     return Layout(
         method=method.type,
         compute_bytes=4 if training.precision == "fp32" else 2,
         batch=training.per_device_batch_size,
         seq=min(training.max_seq_length, preset.context_length),
-        gpus_per_node=gpus,
+        gpus_per_node=spec.gpus_per_node,
         nodes=spec.distributed.nodes,
-        processes_per_node=spec.distributed.processes_per_node or gpus,
+        processes_per_node=spec.processes_per_node,
         quant_bits=quant.bits if quant is not None else 4,
         double_quant=quant.double_quant if quant is not None else True,
         optimizer=training.optimizer,
@@ -304,9 +304,9 @@ def layout_of(spec: FineTuneJobSpec) -> Layout | None:
         offload_params=ds is not None and ds.offload_params == "cpu",
         checkpointing=training.gradient_checkpointing,
         vocab_loss=spec.task.type in ("causal-lm", "seq2seq"),
-        lora_rank=lora.r if lora is not None else 16,
-        lora_targets=None if targets == ["all-linear"] else tuple(targets or preset.target_modules),
-        lora_dropout=lora.dropout if lora is not None else 0.05,
+        lora_rank=lora.r,
+        lora_targets=spec.lora_targets,
+        lora_dropout=lora.dropout,
     )
 
 

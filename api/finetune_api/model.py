@@ -162,6 +162,11 @@ class MethodSpec(ApiModel):
         default=None, description="Base-model quantization; required for qlora, forbidden otherwise."
     )
 
+    @property
+    def lora_settings(self) -> LoraSpec:
+        """`lora`, or the defaults when it is unset (what lora, qlora and dora train with)."""
+        return self.lora if self.lora is not None else LoraSpec()
+
     rules = (
         Rule(
             field="quantization",

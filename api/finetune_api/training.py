@@ -219,7 +219,8 @@ class DistributedSpec(ApiModel):
         default=None,
         ge=1,
         le=64,
-        description="Training processes per node. Defaults to the GPUs per node, or 1 on CPU.",
+        description="Training processes per node, at most the GPUs per node when it has GPUs (resources.gpu.count; "
+        "1 when unset for a real preset or a model URI). Defaults to the GPUs per node, or 1 on CPU.",
     )
     deepspeed: DeepSpeedSpec | None = Field(
         default=None, description="Enable DeepSpeed ZeRO. When unset, plain data parallelism (DDP) is used."

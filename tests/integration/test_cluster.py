@@ -89,6 +89,21 @@ def test_example_is_accepted(kube: Kube, crds: list[str], namespace: str, manife
         pytest.fail(f"example rejected ({e.status}): {error_text(e)}")
 
 
+def edge_specs() -> list[Any]:
+    from tests.invalid_specs import EDGE_SPECS
+
+    return [pytest.param(manifest, id=name) for name, manifest in EDGE_SPECS.items()]
+
+
+@pytest.mark.parametrize("manifest", edge_specs())
+def test_edge_spec_is_accepted(kube: Kube, crds: list[str], namespace: str, manifest: dict[str, Any]) -> None:
+    """Valid specs next to a CEL rule: the server accepts what the offline rules accept."""
+    try:
+        kube.create_finetunejob(namespace, copy.deepcopy(manifest), dry_run=True)
+    except ApiException as e:
+        pytest.fail(f"rejected ({e.status}): {error_text(e)}")
+
+
 @pytest.mark.parametrize("case", server_enforced_invalid_specs())
 def test_invalid_spec_is_rejected_by_server(kube: Kube, crds: list[str], namespace: str, case: Any) -> None:
     body = copy.deepcopy(case.manifest)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.invalid_specs.base import BERT, LLAMA8B, NER, InvalidSpec, case
+from tests.invalid_specs.base import BERT, DELETE, LLAMA8B, NER, InvalidSpec, case
 
 RUN_AND_OUTPUT: list[InvalidSpec] = [
     # evaluation
@@ -165,6 +165,16 @@ RUN_AND_OUTPUT: list[InvalidSpec] = [
         "processes-exceed-gpus",
         "spec.distributed.processesPerNode",
         {"distributed": {"processesPerNode": 4}, "resources": {"gpu": {"count": 2}}},
+    ),
+    case(
+        "processes-exceed-the-default-gpu",
+        "spec.distributed.processesPerNode",
+        {"model": {"preset": "phi-3-mini-4k-instruct"}, "distributed": {"processesPerNode": 4}},
+    ),
+    case(
+        "processes-exceed-the-default-gpu-of-a-model-uri",
+        "spec.distributed.processesPerNode",
+        {"model": {"preset": DELETE, "uri": "hf://org/model"}, "distributed": {"processesPerNode": 2}},
     ),
     # resources
     case("gpu-count-17", "spec.resources.gpu.count", {"resources": {"gpu": {"count": 17}}}),

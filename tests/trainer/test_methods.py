@@ -185,3 +185,25 @@ def test_fp16_scales_the_loss_on_cpu_too() -> None:
     built = engine.TorchEngine(torch.nn.Linear(4, 4), spec, placement, World(0, 0, 1), total_steps=10)
 
     assert built.scaler.is_enabled()  # the default (CUDA) scaler would disable itself here
+
+
+@pytest.mark.parametrize(
+    ("lora", "targets"),
+    [
+        (None, {"q_proj", "k_proj", "v_proj", "o_proj"}),  # tiny-llama's preset list
+        ({"targetModules": ["all-linear"]}, "all-linear"),
+        ({"targetModules": ["q_proj"], "r": 4}, {"q_proj"}),
+    ],
+)
+def test_lora_config_takes_the_api_s_effective_settings(lora: dict[str, Any] | None, targets: Any) -> None:
+    """The adapter settings come from the API (`MethodSpec.lora_settings`, `FineTuneJobSpec.lora_targets`)."""
+    method = {"method": {"type": "lora", **({"lora": lora} if lora else {})}}
+    spec = api.parse(merge(minimal_job(), {"spec": method})).spec
+    config = model_lib.lora_config(spec)
+    defaults = api.model.LoraSpec()
+    assert config.target_modules == targets
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (
+        (lora or {}).get("r", defaults.r),
+        defaults.alpha,
+        defaults.dropout,
+    )

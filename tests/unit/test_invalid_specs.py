@@ -13,7 +13,7 @@ from finetune_cli.main import app
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from tests.invalid_specs import INVALID_SPECS, InvalidSpec, merge, minimal_job
+from tests.invalid_specs import EDGE_SPECS, INVALID_SPECS, InvalidSpec, merge, minimal_job
 
 
 def test_there_are_enough_cases() -> None:
@@ -23,6 +23,22 @@ def test_there_are_enough_cases() -> None:
 
 def test_minimal_job_is_valid() -> None:
     api.parse(minimal_job())
+
+
+@pytest.mark.parametrize("name", EDGE_SPECS)
+def test_edge_specs_are_valid(name: str) -> None:
+    api.parse(EDGE_SPECS[name])
+
+
+def test_gpus_per_node_is_the_effective_count() -> None:
+    def spec(patch: dict[str, object]) -> api.FineTuneJobSpec:
+        return api.parse(merge(minimal_job(), {"spec": patch})).spec
+
+    assert (spec({}).gpus_per_node, spec({}).processes_per_node) == (0, 1)
+    phi = {"model": {"preset": "phi-3-mini-4k-instruct"}}
+    assert (spec(phi).gpus_per_node, spec(phi).processes_per_node) == (1, 1)
+    eight = {**phi, "resources": {"gpu": {"count": 8}}}
+    assert (spec(eight).gpus_per_node, spec(eight).processes_per_node) == (8, 8)
 
 
 @pytest.mark.parametrize("case", INVALID_SPECS, ids=lambda c: c.id)

@@ -19,7 +19,6 @@ import peft
 import torch
 import transformers
 from finetune_api.job import FineTuneJobSpec
-from finetune_api.presets import PRESETS
 
 from finetune_trainer import tasks, varlen
 
@@ -131,22 +130,16 @@ def _keep_portable_4bit_layout(model: Any) -> None:
 
 def lora_config(spec: FineTuneJobSpec) -> peft.LoraConfig:
     """The peft config for lora, qlora and dora; target modules default to the preset's list, else all-linear."""
-    lora = spec.method.lora
-    preset = PRESETS.get(spec.model.preset or "")
-    targets: list[str] | str
-    if lora is not None and lora.target_modules is not None:
-        # The API takes a list; peft spells "every linear layer" as the bare string.
-        targets = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
-    else:
-        targets = list(preset.target_modules) if preset is not None else "all-linear"
+    lora, targets = spec.method.lora_settings, spec.lora_targets
     return peft.LoraConfig(
         task_type=getattr(peft.TaskType, tasks.PEFT_TASK_TYPES[spec.task.type]),
-        r=lora.r if lora else 16,
-        lora_alpha=lora.alpha if lora else 32,
-        lora_dropout=lora.dropout if lora else 0.05,
-        target_modules=targets,
-        modules_to_save=lora.modules_to_save if lora else None,
-        use_rslora=lora.use_rslora if lora else False,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        # peft spells "every linear layer" as the bare string.
+        target_modules="all-linear" if targets is None else list(targets),
+        modules_to_save=lora.modules_to_save,
+        use_rslora=lora.use_rslora,
         use_dora=spec.method.type == "dora",
     )
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from finetune_api import GROUP, KIND, VERSION, FineTuneJob
-from finetune_api.presets import PRESETS
 
 MANAGED_BY = "finetune-operator"
 """`app.kubernetes.io/managed-by` of every child, and the server-side apply field manager."""
@@ -36,12 +35,8 @@ class Owner:
 
     @property
     def gpus(self) -> int:
-        """GPUs per node: `resources.gpu.count`, else 1 for real presets and URIs, 0 for tiny presets."""
-        gpu = self.job.spec.resources.gpu
-        if gpu is not None:
-            return gpu.count
-        preset = PRESETS.get(self.job.spec.model.preset or "")
-        return 0 if preset is not None and preset.tiny else 1
+        """GPUs each training pod requests (`FineTuneJobSpec.gpus_per_node`)."""
+        return self.job.spec.gpus_per_node
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:
