@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from finetune_api.base import ApiModel
 
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
-CONDITION_TYPES = (
+ConditionType = Literal[
     "Ready",
     "Reconciling",
     "Stalled",
@@ -21,9 +22,10 @@ CONDITION_TYPES = (
     "Failed",
     "Suspended",
     "Provisioning",
-)
+]
 """Ready/Reconciling/Stalled follow kstatus (read by Flux and Argo CD); the others are this kind's own (Provisioning
 only where Karpenter runs)."""
+CONDITION_TYPES: tuple[ConditionType, ...] = get_args(ConditionType)
 
 
 class Condition(ApiModel):

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from finetune_api.status import Phase
+from finetune_api.status import PHASES
 from finetune_api.trainer import METRICS_PORT
 
 from finetune_operator import names, observed, progress
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 SCRAPE_TIMEOUT_S = 3.0
 MAX_CONCURRENT_SCRAPES = 50
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-PHASES: tuple[Phase, ...] = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
 
 
 @dataclass(frozen=True)

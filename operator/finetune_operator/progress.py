@@ -9,34 +9,36 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from finetune_api.status import Progress
 from finetune_api.trainer import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 _FIELDS = {
-    Metric.STEP: ("step", int),
-    Metric.TOTAL_STEPS: ("totalSteps", int),
-    Metric.EPOCH: ("epoch", float),
-    Metric.LOSS: ("loss", float),
-    Metric.EVAL_LOSS: ("evalLoss", float),
-    Metric.LEARNING_RATE: ("learningRate", float),
-    Metric.TOKENS_PER_SECOND: ("tokensPerSecond", float),
-    Metric.ETA_SECONDS: ("etaSeconds", int),
+    Metric.STEP: "step",
+    Metric.TOTAL_STEPS: "total_steps",
+    Metric.EPOCH: "epoch",
+    Metric.LOSS: "loss",
+    Metric.EVAL_LOSS: "eval_loss",
+    Metric.LEARNING_RATE: "learning_rate",
+    Metric.TOKENS_PER_SECOND: "tokens_per_second",
+    Metric.ETA_SECONDS: "eta_seconds",
 }
+"""Each gauge's field of `Progress`."""
+_INTEGERS = {"step", "total_steps", "eta_seconds"}
 
 
 def parse(text: str) -> dict[str, Any]:
-    """The progress fields found in a /metrics page (camelCase; NaN gauges, i.e. not measured yet, left out)."""
+    """The `Progress` found in a /metrics page, on the wire (NaN gauges, i.e. not measured yet, left out)."""
     found: dict[str, Any] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            entry = _FIELDS.get(sample.name)  # type: ignore[call-overload]
-            if entry is None or sample.value != sample.value:  # NaN
+            name = _FIELDS.get(sample.name)  # type: ignore[call-overload]
+            if name is None or sample.value != sample.value:  # NaN
                 continue
-            name, kind = entry
-            found[name] = kind(round(sample.value, 6) if kind is float else sample.value)
-    if found.get("totalSteps") and "step" in found:
-        found["percent"] = min(100, int(100 * found["step"] / found["totalSteps"]))
-    return found
+            found[name] = int(sample.value) if name in _INTEGERS else round(sample.value, 6)
+    if found.get("total_steps") and "step" in found:
+        found["percent"] = min(100, int(100 * found["step"] / found["total_steps"]))
+    return Progress(**found).to_wire()
 
 
 def changed(previous: dict[str, Any] | None, current: dict[str, Any]) -> bool:

@@ -21,9 +21,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from finetune_api.status import Phase
+from finetune_api.status import (
+    Condition,
+    ConditionType,
+    FineTuneJobStatus,
+    MemoryEstimate,
+    Phase,
+    Progress,
+    Result,
+    Workload,
+)
 from finetune_api.trainer import ExitCode, TerminationMessage
 
 from finetune_operator.karpenter import Provisioning
@@ -37,6 +46,8 @@ RESULT_MISSING_MESSAGE = (
     "or the image is not finetune-trainer. Check the pod's log and the output location before using it"
 )
 """The reason and message of a Succeeded job without a readable result (the Ready and Complete conditions)."""
+MESSAGE_LIMIT = 32768
+"""The most characters of a message the status schema takes."""
 KUEUE_WAITING = "Pending"
 """Kueue's QuotaReserved reason while a Workload simply waits for quota: reported as our own reason, Queued."""
 
@@ -155,12 +166,12 @@ def _unschedulable(obs: Observation, since: datetime, message: str) -> State:
     return State("Pending", "Unschedulable", message, stalled=waited >= obs.stall_after_seconds)
 
 
-def _conditions(state: State, obs: Observation) -> list[tuple[str, bool, str, str]]:
+def _conditions(state: State, obs: Observation) -> list[tuple[ConditionType, bool, str, str]]:
     phase, reason, message = state.phase, state.reason, state.message
     stalled = state.stalled or phase == "Failed"
     in_progress = phase in ("Pending", "Queued", "Running") and not stalled
     admitted = obs.job.exists and phase not in ("Queued",) and obs.invalid_spec is None
-    conditions = [
+    conditions: list[tuple[ConditionType, bool, str, str]] = [
         ("Ready", phase == "Succeeded", reason, message),
         ("Reconciling", in_progress, reason, message),
         ("Stalled", stalled, reason if stalled else "NotStalled", message if stalled else ""),
@@ -175,66 +186,62 @@ def _conditions(state: State, obs: Observation) -> list[tuple[str, bool, str, st
     return conditions
 
 
-_ALWAYS_SAY = ("Ready", "Reconciling", "Provisioning")
+_ALWAYS_SAY: tuple[ConditionType, ...] = ("Ready", "Reconciling", "Provisioning")
 """Conditions whose message stays when they are False (why not ready, why no node comes)."""
 
 
-def _merge_conditions(state: State, obs: Observation) -> list[dict[str, Any]]:
+def _merge_conditions(state: State, obs: Observation) -> list[Condition]:
     previous = {c["type"]: c for c in obs.previous.get("conditions") or []}
-    now = obs.now.isoformat().replace("+00:00", "Z")
     merged = []
     for kind, true, reason, message in _conditions(state, obs):
-        status = "True" if true else "False"
-        message = message if true or kind in _ALWAYS_SAY else ""  # the others say why only when true
+        status: Literal["True", "False"] = "True" if true else "False"
         old = previous.get(kind, {})
         moved = old.get("status") != status
-        merged.append({
-            "type": kind, "status": status, "observedGeneration": obs.generation,
-            "lastTransitionTime": now if moved else old.get("lastTransitionTime", now),
-            "reason": reason or "Unknown", "message": message[:32768],
-        })  # fmt: skip
+        merged.append(Condition(
+            type=kind, status=status, observed_generation=obs.generation,
+            last_transition_time=obs.now if moved else old.get("lastTransitionTime", obs.now),
+            reason=reason or "Unknown",
+            message=(message if true or kind in _ALWAYS_SAY else "")[:MESSAGE_LIMIT],  # the others say why if true
+        ))  # fmt: skip
     return merged
 
 
 def derive(obs: Observation) -> dict[str, Any]:
-    """The whole `status` (camelCase, as written to the status subresource), progress aside."""
-    state = _state(obs)
-    previous, now = obs.previous, obs.now.isoformat().replace("+00:00", "Z")
-    status: dict[str, Any] = {
-        "phase": state.phase,
-        "observedGeneration": obs.generation,
-        "conditions": _merge_conditions(state, obs),
-        "message": state.message[:32768],
-        "workload": obs.workload,
-    }
-    if state.phase == "Running" or previous.get("startTime"):
-        status["startTime"] = previous.get("startTime") or now
-    if state.phase in TERMINAL:
-        status["completionTime"] = previous.get("completionTime") or now
-    if state.result is not None:
-        metrics = {k: v for k, v in state.result.metrics.items() if v is not None}
-        status["result"] = {
-            "artifactUri": state.result.output,
-            "digest": state.result.digest,
-            "metrics": metrics,
-        }
-        status["result"] = {k: v for k, v in status["result"].items() if v is not None}
-    progress = dict(previous.get("progress") or {})
+    """The whole `status` as written to the status subresource (FineTuneJobStatus on the wire), progress aside."""
+    state, previous = _state(obs), obs.previous
+    running_or_ran = state.phase == "Running" or previous.get("startTime")
+    progress = Progress.model_validate(previous.get("progress") or {})
     if state.phase == "Succeeded" and state.result is not None:
-        progress.update(_final_progress(state.result.metrics))
-    if progress:
-        status["progress"] = progress
-    if obs.estimate is not None:
-        status["estimate"] = obs.estimate
-    return status
+        progress = progress.model_copy(update=_final_progress(state.result.metrics))
+    status = FineTuneJobStatus(
+        phase=state.phase,
+        observed_generation=obs.generation,
+        conditions=_merge_conditions(state, obs),
+        message=state.message[:MESSAGE_LIMIT],
+        workload=Workload.model_validate(obs.workload),
+        start_time=(previous.get("startTime") or obs.now) if running_or_ran else None,
+        completion_time=(previous.get("completionTime") or obs.now) if state.phase in TERMINAL else None,
+        result=_result(state.result),
+        progress=progress if progress.model_fields_set else None,
+        estimate=MemoryEstimate.model_validate(obs.estimate) if obs.estimate is not None else None,
+    )
+    return status.to_wire()
+
+
+def _result(said: TerminationMessage | None) -> Result | None:
+    """`status.result` from the trainer's termination message (the metrics it measured)."""
+    if said is None:
+        return None
+    metrics = {k: v for k, v in said.metrics.items() if v is not None}
+    return Result(artifact_uri=said.output, digest=said.digest, metrics=metrics)
 
 
 def _final_progress(metrics: dict[str, float | None]) -> dict[str, Any]:
     """Progress at the end of a successful run, from the trainer's final metrics: the poller's last reading may be
     steps behind (the run can finish between two polls)."""
-    final: dict[str, Any] = {"percent": 100, "etaSeconds": 0}
+    final: dict[str, Any] = {"percent": 100, "eta_seconds": 0}
     if metrics.get("step") is not None:
-        final["step"] = final["totalSteps"] = int(metrics["step"] or 0)
+        final["step"] = final["total_steps"] = int(metrics["step"] or 0)
     if metrics.get("loss") is not None:
         final["loss"] = metrics["loss"]
     return final
