@@ -27,7 +27,7 @@ BERT = tiny.preset_dir("tiny://bert", PRESETS)
 T5 = tiny.preset_dir("tiny://t5", PRESETS)
 
 SUBPROCESS_ENV = {
-    "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "trainer_image")]),
+    "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("api", "operator", "trainer_image", "cli")),
     "TORCH_EXTENSIONS_DIR": str(CACHE / "torch_extensions"),
     "HF_HUB_OFFLINE": "1",  # nothing in this suite may download
     "HF_DATASETS_OFFLINE": "1",

@@ -4,8 +4,9 @@ Called by the recipe's `save` on every rank (ZeRO-3 must gather weights collecti
 are saved by peft as `adapter_model.safetensors` + `adapter_config.json`; full fine-tuning saves the whole model.
 The merged model and the ONNX graph are written and checked by `export`. `manifest.json` records which run
 trained what (`ownership.RunIdentity`), how, the final metrics, each export's files and checks, and the sha256 of
-every file, and is the last file written: its presence means the output is complete. Its own sha256 is the
-artifact's digest in the termination message.
+every file, what the run read (`provenance`: the base's weight digests, the dataset's), and is the last file
+written: its presence means the output is complete. Its own sha256 is the artifact's digest in the termination
+message. The adapter names its base as a user resolves it (`provenance.point_at_base`) and `card` writes README.md.
 
 An s3:// or oci:// output is written to the output folder first (the pod's output volume, which also holds the
 checkpoints, so a restarted pod resumes), then published (`publish`): uploaded with the manifest last (`s3.py`) or
@@ -26,7 +27,7 @@ from finetune_api.output import OutputSpec
 from finetune_api.trainer import TerminationMessage, TrainerConfig
 from finetune_api.uris import scheme_of
 
-from finetune_trainer import export, ownership
+from finetune_trainer import card, export, ownership, provenance
 from finetune_trainer.distributed import is_rank_zero
 from finetune_trainer.remote import sha256_of
 
@@ -70,7 +71,7 @@ def write_manifest(
     adapter = spec.method.type != "full"
     manifest = {
         ownership.MANIFEST_KEY: asdict(ownership.RunIdentity.of(cfg)),
-        "base_model": {"preset": spec.model.preset, "uri": spec.model.uri, "resolved_path": str(base_dir)},
+        "base_model": provenance.base_identity(spec.model, base_dir),
         "method": spec.method.to_wire(),
         "task": spec.task.to_wire(),
         "data": data,
@@ -113,8 +114,11 @@ def save_artifacts(
     they must reproduce), manifest. Returns the run summary (None on other ranks)."""
     if not is_rank_zero():
         return None
-    save_model(module, state_dict, tokenizer, Path(cfg.paths.output_dir))
+    output_dir, reference_of_base = Path(cfg.paths.output_dir), provenance.base_reference(cfg.spec.model)
+    save_model(module, state_dict, tokenizer, output_dir)
+    provenance.point_at_base(output_dir, reference_of_base)
     exports = export.publish(cfg, base_dir, tokenizer, reference)
+    card.write_card(cfg.spec, reference_of_base, base_dir, output_dir, metrics, data)
     return publish(cfg, write_manifest(cfg, base_dir, metrics, data, exports))
 
 

@@ -55,6 +55,7 @@ from finetune_trainer import (
     model,
     output,
     ownership,
+    provenance,
     scoring,
     storage,
     tasks,
@@ -132,7 +133,8 @@ class FineTuneRecipe:
     def _setup_data(self) -> None:
         path = storage.resolve_dataset(self.spec.dataset, self.cfg.paths)
         splits = data.load_splits(path, self.spec.dataset, self.spec.task, self.spec.training.seed)
-        self.data_info: dict[str, Any] = {"rows": len(splits.train) + len(splits.eval)}
+        rows = len(splits.train) + len(splits.eval)
+        self.data_info: dict[str, Any] = {"rows": rows}
         if splits.shape is not None:
             self.data_info.update(shape=splits.shape.name, shape_from=splits.shape.origin)
         fetch = functools.partial(storage.resolve_dataset, paths=self.cfg.paths)
@@ -140,6 +142,7 @@ class FineTuneRecipe:
         if self.spec.evaluation.dataset_uri is not None:  # its rows instead of held-out ones
             self.data_info["eval_rows"] = len(splits.eval)
         self.reporter.event("data", **self.data_info)
+        self.data_info["dataset"] = provenance.dataset_identity(self.spec.dataset, path, rows)  # the manifest's
         for shape in (splits.shape, eval_shape):
             templates.require(self.tokenizer, self.spec.task, shape)
         scoring.require_answers(self.spec, eval_shape)
