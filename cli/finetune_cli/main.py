@@ -162,7 +162,12 @@ def _validate_data(path: Path, manifests: list[Path], model: Path | None) -> boo
     try:
         report = check_data(path, task, dataset, max_len, model)
     except (DataError, OSError) as exc:
-        fail(f"{path}: {exc}")
+        said = str(exc)  # errors about the whole file start with its name already
+        fail(
+            said.replace(f"{path.name}: ", f"{path}: ", 1)
+            if said.startswith(f"{path.name}: ")
+            else f"{path}: {said}"
+        )
         return True
     for kind, line in describe(report, path):
         {"bad": fail, "ok": ok, "note": note}[kind](line)

@@ -87,3 +87,44 @@ def test_errors_while_encoding_shuffled_rows_name_the_file_line(tmp_path: Path) 
 
     with pytest.raises(data.DataError, match=r"^line 7: answer 'here' is not at answer_start 0"):
         tasks.encode_all(splits.train, tokenizer, task, DATASET.columns, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "train.jsonl",
+            '{"prompt": "cut off\n',
+            "line 1: not valid JSON (Unterminated string starting at column 12)",
+        ),
+        ("train.jsonl", '{"prompt" "p"}\n', "line 1: not valid JSON (Expecting ':' delimiter at column 11)"),
+        (
+            "train.json",
+            '[{"prompt": "cut off',
+            "train.json: not valid JSON (Unterminated string starting at line 1)",
+        ),
+    ],
+)
+def test_json_errors_say_where_once(tmp_path: Path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(data.DataError) as info:
+        _load(path)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("role", "suggested"),
+    [("function", "tool"), ("observation", "tool"), ("human", "user"), ("bot", "assistant")],
+)
+def test_an_unknown_role_is_mapped_to_what_it_most_likely_is(
+    tmp_path: Path, role: str, suggested: str
+) -> None:
+    """A tool's output mapped to assistant would be trained on: `function` turns are tool turns."""
+    chat = {"messages": [{"role": "user", "content": "q"}, {"role": role, "content": "x"},
+                         {"role": "assistant", "content": "a"}]}  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(chat) + "\n")
+    with pytest.raises(data.DataError) as info:
+        _load(path)
+    assert str(info.value).endswith(f"dataset.chat.roles (e.g. {{{role}: {suggested}}})"), info.value

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from finetune_api.trainer import ExitCode
 from finetune_cli.main import app
-from finetune_trainer import local, tiny
+from finetune_trainer import follow, local, tiny
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -154,7 +154,7 @@ def test_the_log_file_is_written_line_by_line(tmp_path: Path) -> None:
             seen.append(log_path.read_text())  # what `tail -f` shows while the trainer runs on
 
     with log_path.open("w", encoding="utf-8") as log:
-        follower = local._Follower(log)
+        follower = follow.Follower(log)
         follower.follow(trainer_output(), Console(file=io.StringIO()))
 
     assert seen[0] == "Loading weights\n"
@@ -179,14 +179,14 @@ def test_the_termination_message_is_read_leniently(tmp_path: Path, text: str, ex
     path = tmp_path / "termination-log"
     path.write_text(text)
 
-    summary = local.read_summary(path)
+    summary = follow.read_summary(path)
 
     if expected is None:
         assert summary is None
     else:
         assert summary is not None
         assert {key: getattr(summary, key) for key in expected} == expected
-    assert local.read_summary(tmp_path / "missing") is None
+    assert follow.read_summary(tmp_path / "missing") is None
 
 
 def test_a_chat_template_beside_the_data_in_the_configmap_is_used_and_saved(tmp_path: Path) -> None:
@@ -206,3 +206,22 @@ def test_a_chat_template_beside_the_data_in_the_configmap_is_used_and_saved(tmp_
 
     assert code == 0, output
     assert transformers.AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == CHATML
+
+
+def test_a_failed_run_names_the_file_says_only_why_and_keeps_the_last_log(tmp_path: Path) -> None:
+    """The ✗ line names the user's own file; no JSON event or library warning before it; reruns keep one old log."""
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("")
+    path, out = _manifest(tmp_path, _job("hf://org/name")), tmp_path / "out"
+    log = out / local.LOCAL_DIR / local.LOG_FILE
+
+    code, output = _run(path, "--dataset", empty, "--max-steps", 1, "--output", out)
+    first = log.read_text()
+    code_again, output_again = _run(path, "--dataset", empty, "--max-steps", 1, "--output", out)
+
+    assert code == code_again == ExitCode.INVALID_CONFIG
+    *before, last = output.strip().splitlines()
+    assert last == f"✗ failed (DataError: train.jsonl: the dataset is empty); log: {log}"
+    assert [line.split()[0] for line in before] == ["loading"]  # the progress bar, nothing from the log
+    assert output_again == output
+    assert (out / local.LOCAL_DIR / local.PREVIOUS_LOG_FILE).read_text() == first

@@ -132,3 +132,9 @@ def test_validate_never_imports_torch(tmp_path: Path, with_model: bool) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
 
     assert done.stdout.split() == ["0", "False", str(with_model)]
+
+
+def test_an_empty_file_is_named_once(tmp_path: Path) -> None:
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("\n")
+    assert _validate("--data", empty) == (1, [f"✗ {empty}: the dataset is empty"])

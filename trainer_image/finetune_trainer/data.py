@@ -64,6 +64,11 @@ def infer_format(path: Path, declared: str | None) -> str:
     return known[suffix]
 
 
+def _json_problem(exc: json.JSONDecodeError, unit: str, number: int) -> str:
+    """json's message and where: some messages already end in "at" ("Unterminated string starting at")."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} {unit} {number}"
+
+
 def _read_jsonl(path: Path) -> list[Row]:
     rows: list[Row] = []
     # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends, which editors do not break on.
@@ -73,7 +78,9 @@ def _read_jsonl(path: Path) -> list[Row]:
         try:
             rows.append(Row(f"line {number}", json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise DataError(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(
+                f"line {number}: not valid JSON ({_json_problem(exc, 'column', exc.colno)})"
+            ) from None
     return rows
 
 
@@ -81,7 +88,7 @@ def _read_json(path: Path) -> list[Row]:
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path.name}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise DataError(f"{path.name}: not valid JSON ({_json_problem(exc, 'line', exc.lineno)})") from None
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if not isinstance(document, list):
@@ -206,6 +213,19 @@ def _check_row(where: str, row: Any, task: TaskSpec, dataset: DatasetSpec, shape
         raise DataError(f"{where}: {exc}") from None
 
 
+_ROLE_ALIASES = {
+    "tool": ("function", "tool_response", "tool_result", "observation", "ipython", "environment"),
+    "user": ("human", "question", "prompter"),
+    "system": ("developer", "instruction"),
+}
+"""Other datasets' names for the chat roles; anything else is most likely the model's own turn (assistant)."""
+
+
+def _likely_role(role: str) -> str:
+    """The chat role a dataset's own role name most likely stands for (the hint of an unknown role)."""
+    return next((ours for ours, names in _ROLE_ALIASES.items() if role.lower() in names), "assistant")
+
+
 def _message(index: int, message: Any, field: str, keys: ChatKeys) -> Record:
     """One message with its keys renamed to role and content and its role mapped by `keys.roles`."""
     role_key, content_key = keys.role_key, keys.content_key
@@ -229,7 +249,7 @@ def _message(index: int, message: Any, field: str, keys: ChatKeys) -> Record:
     if role not in CHAT_ROLES:
         raise DataError(
             f"message {index} of {field!r} has role {role!r}, not one of {', '.join(CHAT_ROLES)}; map it with "
-            f"dataset.chat.roles (e.g. {{{role}: assistant}})"
+            f"dataset.chat.roles (e.g. {{{role}: {_likely_role(str(role))}}})"
         )
     if not message[content_key].strip():
         raise DataError(f"message {index} of {field!r} ({role}) is empty; fill it or remove the turn")

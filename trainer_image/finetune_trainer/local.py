@@ -26,17 +26,15 @@ the output folder, so that a rerun into the same folder keeps the name.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import finetune_api as api
 import pydantic
@@ -45,6 +43,7 @@ from finetune_api.evaluation import before_after_table
 from finetune_api.trainer import (
     CONFIG_FILE_NAME,
     ENV_TERMINATION_MESSAGE_PATH,
+    ExitCode,
     TerminationMessage,
     TrainerConfig,
     TrainerPaths,
@@ -52,9 +51,8 @@ from finetune_api.trainer import (
 )
 from finetune_api.uris import scheme_of
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from finetune_trainer import storage
+from finetune_trainer import follow, storage
 
 DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "finetune"))
 """Built tiny presets and downloads, shared by local runs (override with $FINETUNE_CACHE)."""
@@ -62,7 +60,7 @@ DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "
 LOCAL_DIR = ".local"
 """Folder under the output for the run's own files; hidden, so `output.digests` leaves it out."""
 
-LOG_FILE = "trainer.log"
+LOG_FILE, PREVIOUS_LOG_FILE = "trainer.log", "trainer.log.1"
 DATASET_CLAIM, MODEL_CLAIM = "local-dataset", "local-model"
 """The volumes that stand for `--dataset FILE` and `--model DIR`."""
 
@@ -121,8 +119,12 @@ def _with_local_files(
         kept = {k: v for k, v in spec["dataset"].items() if k in ("columns", "validationSplit", "maxSamples")}
         if job.spec.dataset.format not in (None, "hf"):  # hf:// is read as parquet; a file by its suffix
             kept["format"] = job.spec.dataset.format
-        # A fixed name (the format is told by the suffix): a file name may hold what a URI may not, e.g. spaces.
-        name = "dataset" + (dataset.suffix if re.fullmatch(r"\.\w+", dataset.suffix) else "")
+        # The file's own name, as errors then name it; a fixed one where it holds what a URI may not, e.g. spaces.
+        name = (
+            dataset.name
+            if re.fullmatch(r"[\w.-]+", dataset.name)
+            else "dataset" + (dataset.suffix if re.fullmatch(r"\.\w+", dataset.suffix) else "")
+        )
         links[DATASET_CLAIM] = (name, dataset)
         spec["dataset"] = {**kept, "uri": f"pvc://{DATASET_CLAIM}/{name}"}
     if model is not None:
@@ -254,78 +256,6 @@ def _command(config_file: Path, nproc: int) -> list[str]:
     ]
 
 
-@dataclass
-class _Follower:
-    """Reads the trainer's output: copies each line to the log as it comes and moves the bar every step."""
-
-    log: IO[str]
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    """This run's `progress` and `step` events."""
-
-    def follow(self, lines: Any, console: Console) -> None:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())  # fmt: skip
-        with Progress(*columns, console=console, transient=False) as progress:
-            bar = progress.add_task("loading", total=None, loss="-")
-            for line in lines:
-                self.log.write(line)
-                self.log.flush()  # the log is followed with `tail -f` while the run goes on
-                event = _event(line)
-                if event is None:
-                    continue
-                if event["event"] == "start":
-                    progress.update(bar, description="training", total=event["total_steps"],
-                                    completed=event["resumed_from"] or 0)  # fmt: skip
-                elif event["event"] in ("progress", "step"):
-                    self.steps.append(event)
-                    progress.update(bar, completed=event["step"], loss=f"{event['loss']:.4f}")
-                elif event["event"] == "eval":
-                    progress.console.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
-
-    def tokens_per_second(self) -> float | None:
-        """Tokens per second from the end of the first step of this run to the end of the last."""
-        if len(self.steps) < 2 or "tokens" not in self.steps[0]:
-            return None
-        first, last = self.steps[0], self.steps[-1]
-        seconds = float(last["time"] - first["time"])
-        return float(last["tokens"] - first["tokens"]) / seconds if seconds > 0 else None
-
-
-def _event(line: str) -> dict[str, Any] | None:
-    if not line.startswith('{"event"'):
-        return None
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def read_summary(path: Path) -> TerminationMessage | None:
-    """The termination message at `path`; None when there is none or it is not one.
-
-    Lenient, as it may come from another trainer version: missing keys take their defaults, unknown ones are
-    dropped, and so are per-file `digests` that do not parse (e.g. a note that they did not fit; manifest.json has
-    them).
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-        return TerminationMessage.model_validate_json(text)
-    except OSError:
-        return None
-    except pydantic.ValidationError:
-        pass
-    try:
-        document = json.loads(text)
-        known = {k: v for k, v in document.items() if k in TerminationMessage.model_fields and k != "digests"}
-        digests = document.get("digests")
-        return TerminationMessage.model_validate(
-            {**known, "digests": digests if isinstance(digests, dict) else None}
-        )
-    except (ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
-        return None
-
-
 def run_local(
     manifest: Path,
     output_dir: Path,
@@ -346,19 +276,23 @@ def run_local(
     termination = Path(cfg.paths.termination_message_path)
     termination.unlink(missing_ok=True)
     env = {**os.environ, ENV_TERMINATION_MESSAGE_PATH: str(termination), "PYTHONUNBUFFERED": "1"}
-    started = time.monotonic()
-    with (output_dir / LOCAL_DIR / LOG_FILE).open("w", encoding="utf-8") as log:
+    started, log_path = time.monotonic(), output_dir / LOCAL_DIR / LOG_FILE
+    if log_path.exists():
+        log_path.replace(log_path.with_name(PREVIOUS_LOG_FILE))  # a rerun keeps the previous run's log, once
+    with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(_command(config_file, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, env=env)  # fmt: skip
-        follower = _Follower(log)
+        follower = follow.Follower(log)
         assert process.stdout is not None
         follower.follow(process.stdout, console)
         returncode = process.wait()
-    if returncode != 0:
-        tail = deque((output_dir / LOCAL_DIR / LOG_FILE).read_text(encoding="utf-8").splitlines(), maxlen=30)
-        console.print("\n".join(tail), markup=False, highlight=False)
+    if returncode not in (
+        ExitCode.SUCCEEDED,
+        ExitCode.INVALID_CONFIG,
+    ):  # a bad config or data: the reason says it
+        console.print(follow.log_tail(log_path), markup=False, highlight=False)
     return LocalRun(
-        returncode, read_summary(termination), output_dir, name=cfg.name, seconds=time.monotonic() - started,
+        returncode, follow.read_summary(termination), output_dir, name=cfg.name, seconds=time.monotonic() - started,
         artifact="adapter" if cfg.spec.method.type != "full" else "model",
         first_loss=follower.steps[0]["loss"] if follower.steps else None,
         tokens_per_second=follower.tokens_per_second(),
