@@ -81,9 +81,11 @@ def _spans(positions: list[int]) -> list[tuple[int, int]]:
 
 LAYOUTS = {
     "padded": batching.Layout(causal_lm=True),
-    "padded, head on trained positions": batching.Layout(causal_lm=True, trained_head=True),
+    "padded, head on trained positions": batching.Layout(causal_lm=True, logits_on_trained_only=True),
     "padding-free": batching.Layout(causal_lm=True, flat=True),
-    "padding-free, head on trained positions": batching.Layout(causal_lm=True, flat=True, trained_head=True),
+    "padding-free, head on trained positions": batching.Layout(
+        causal_lm=True, flat=True, logits_on_trained_only=True
+    ),
 }
 
 
@@ -106,7 +108,7 @@ def test_every_layout_gives_the_same_loss_and_gradients(net: Any) -> None:
 
 def test_the_head_runs_only_on_trained_positions_and_matches_the_full_logits(net: Any) -> None:
     padded = LAYOUTS["padded"].collate(ROWS, 0)
-    head = batching.trained_head_only(padded)
+    head = batching.keep_trained_logits(padded)
     full = _logits(net, padded)
 
     kept = _logits(net, head)
@@ -123,7 +125,7 @@ def test_the_probe_finds_what_tiny_llama_supports(net: Any) -> None:
         support = batching.probe(lambda batch: net(**batch), ROWS, 0)
     finally:
         net.train()
-    assert support == batching.Support(flat=True, trained_head=True)
+    assert support == batching.Support(flat=True, logits_on_trained_only=True)
 
 
 @contextlib.contextmanager
@@ -192,10 +194,10 @@ def test_the_padded_order_is_the_plain_shuffle() -> None:
 
 
 def test_resolve_falls_back_or_refuses_when_rows_would_see_each_other() -> None:
-    cannot = batching.Support(flat=False, trained_head=True)
+    cannot = batching.Support(flat=False, logits_on_trained_only=True)
 
     layout, why = batching.resolve("auto", False, "causal-lm", cannot)
-    assert layout == batching.Layout(causal_lm=True, grouped=True, trained_head=True)
+    assert layout == batching.Layout(causal_lm=True, grouped=True, logits_on_trained_only=True)
     assert why is not None and "length-grouped" in why
     with pytest.raises(batching.UnsupportedBatchingError, match=r"training\.batching padding-free"):
         batching.resolve("padding-free", False, "causal-lm", cannot)
@@ -214,7 +216,7 @@ def test_padding_free_trains_as_the_padded_layout_did(train: Callable[..., Run])
 
     assert (padded.rc, auto.rc) == (0, 0), auto.summary
     assert (padded.event("start")["batching"], auto.event("start")["batching"]) == ("padded", "padding-free")
-    assert auto.event("start")["trained_head_only"]
+    assert auto.event("start")["logits_on_trained_positions_only"]
     for step, loss in padded.losses.items():
         assert auto.losses[step] == pytest.approx(loss, rel=1e-5), step
     assert auto.summary["metrics"]["tokens"] == padded.summary["metrics"]["tokens"]
@@ -236,7 +238,9 @@ def test_packed_rows_train_as_the_same_rows_unpacked(train: Callable[..., Run]) 
 def test_auto_falls_back_to_length_grouped_and_padding_free_is_refused(
     train: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batching, "probe", lambda *_: batching.Support(flat=False, trained_head=True))
+    monkeypatch.setattr(
+        batching, "probe", lambda *_: batching.Support(flat=False, logits_on_trained_only=True)
+    )
 
     auto = train(_steps(LLAMA_JOB, {}), INSTRUCTIONS, sub="auto")
     refused = train(_steps(LLAMA_JOB, {"batching": "padding-free"}), INSTRUCTIONS, sub="refused")
@@ -260,4 +264,4 @@ def test_other_tasks_keep_their_padded_batches(train: Callable[..., Run]) -> Non
 
     assert run.rc == 0, run.summary
     assert run.event("start")["batching"] == "padded"
-    assert not run.event("start")["trained_head_only"]
+    assert not run.event("start")["logits_on_trained_positions_only"]

@@ -225,3 +225,15 @@ def test_a_failed_run_names_the_file_says_only_why_and_keeps_the_last_log(tmp_pa
     assert [line.split()[0] for line in before] == ["loading"]  # the progress bar, nothing from the log
     assert output_again == output
     assert (out / local.LOCAL_DIR / local.PREVIOUS_LOG_FILE).read_text() == first
+
+
+def test_truncated_rows_are_said_on_the_terminal(tmp_path: Path) -> None:
+    lines = ['{"event": "lengths", "max_seq_length": 32, "truncated": 3, "rows": ["line 9: 40 tokens", '
+             '"line 10: 51 tokens"]}\n']  # fmt: skip
+    screen = io.StringIO()
+    with (tmp_path / "trainer.log").open("w") as log:
+        follow.Follower(log).follow(iter(lines), Console(file=screen, width=400))
+    assert (
+        "⚠ 3 rows are longer than maxSeqLength 32 and were truncated: line 9: 40 tokens; line 10: 51 tokens … "
+        "(raise training.maxSeqLength or shorten them)"
+    ) in screen.getvalue()

@@ -105,7 +105,7 @@ def flatten(examples: list[Features]) -> Batch:
     }
 
 
-def trained_head_only(batch: Batch) -> Batch:
+def keep_trained_logits(batch: Batch) -> Batch:
     """`batch` with the LM head restricted to the positions whose next token is trained: `logits_to_keep` marks
     them, and `labels`/`shift_labels` hold their targets (the model's loss then scores exactly those)."""
     labels = batch["labels"]
@@ -138,7 +138,7 @@ class Layout:
     """padding-free: rows flattened into one sequence."""
     grouped: bool = False
     """Rows of similar length batched together."""
-    trained_head: bool = False
+    logits_on_trained_only: bool = False
     """The LM head and loss only on trained positions (causal-lm)."""
 
     @property
@@ -149,7 +149,7 @@ class Layout:
     def collate(self, examples: list[Features], pad_id: int) -> Batch:
         """One micro-batch of `examples` in this layout."""
         batch = flatten(examples) if self.flat else _padded(examples, pad_id, self.causal_lm)
-        return trained_head_only(batch) if self.trained_head else batch
+        return keep_trained_logits(batch) if self.logits_on_trained_only else batch
 
 
 def _padded(examples: list[Features], pad_id: int, causal_lm: bool) -> Batch:
@@ -179,7 +179,7 @@ class Support:
     """What `probe` found the model does."""
 
     flat: bool
-    trained_head: bool
+    logits_on_trained_only: bool
 
 
 def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
@@ -201,12 +201,12 @@ def probe(forward: Callable[[Batch], Any], examples: list[Features], pad_id: int
         both = _padded([first, second], pad_id, True)
         full = forward(both)
         try:
-            head = forward(trained_head_only(both))
-            kept = trained_head_only(both)["logits_to_keep"]
-            trained_head = _close(head.loss, full.loss) and _close(head.logits, full.logits[kept])
+            head = forward(keep_trained_logits(both))
+            kept = keep_trained_logits(both)["logits_to_keep"]
+            logits_on_trained_only = _close(head.loss, full.loss) and _close(head.logits, full.logits[kept])
         except (TypeError, ValueError, RuntimeError, IndexError):  # a model without a boolean logits_to_keep
-            trained_head = False
-    return Support(flat=_close(flat, alone), trained_head=trained_head)
+            logits_on_trained_only = False
+    return Support(flat=_close(flat, alone), logits_on_trained_only=logits_on_trained_only)
 
 
 def resolve(batching: str, packing: bool, task: str, support: Support | None) -> tuple[Layout, str | None]:
@@ -215,14 +215,16 @@ def resolve(batching: str, packing: bool, task: str, support: Support | None) ->
     model's attention would let the rows see each other. `support` is None for tasks other than causal-lm."""
     if task != "causal-lm" or support is None:
         return Layout(grouped=batching == "length-grouped"), None
-    head = support.trained_head
+    head = support.logits_on_trained_only
     if batching in ("length-grouped", "padded"):
-        return Layout(True, grouped=batching == "length-grouped", trained_head=head), None
+        return Layout(True, grouped=batching == "length-grouped", logits_on_trained_only=head), None
     if support.flat:
-        return Layout(True, flat=True, trained_head=head), None
+        return Layout(True, flat=True, logits_on_trained_only=head), None
     why = "the model's attention lets rows flattened into one sequence attend to each other (checked on two rows)"
     if packing:
         raise UnsupportedBatchingError(f"training.packing: {why}; set packing false")
     if batching == "padding-free":
         raise UnsupportedBatchingError(f"training.batching padding-free: {why}; use auto or length-grouped")
-    return Layout(True, grouped=True, trained_head=head), f"batching auto chose length-grouped: {why}"
+    return Layout(
+        True, grouped=True, logits_on_trained_only=head
+    ), f"batching auto chose length-grouped: {why}"

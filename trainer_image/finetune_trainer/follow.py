@@ -43,6 +43,8 @@ class Follower:
                 elif event["event"] in ("progress", "step"):
                     self.steps.append(event)
                     progress.update(bar, completed=event["step"], loss=f"{event['loss']:.4f}")
+                elif event["event"] == "lengths" and event.get("truncated"):
+                    progress.console.print(truncation_warning(event), markup=False, highlight=False)
                 elif event["event"] == "eval":
                     progress.console.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
 
@@ -94,3 +96,13 @@ def log_tail(log: Path) -> str:
     """The last lines of a run's log that are not its JSON events (a traceback, the library's own words)."""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     return "\n".join(deque((line for line in lines if event_of(line) is None), maxlen=TAIL_LINES))
+
+
+def truncation_warning(event: dict[str, Any]) -> str:
+    """The terminal line for the trainer's `lengths` event: how many rows were cut to maxSeqLength, and which."""
+    listed = "; ".join(event.get("rows") or [])
+    more = " …" if len(event.get("rows") or []) < event["truncated"] else ""
+    return (
+        f"⚠ {event['truncated']} rows are longer than maxSeqLength {event['max_seq_length']} and were truncated"
+        f"{': ' + listed + more if listed else ''} (raise training.maxSeqLength or shorten them)"
+    )

@@ -128,7 +128,7 @@ class FineTuneRecipe:
         self.saved_step = self.position.step  # the newest step a restart would resume from (0: none)
         self.reporter.event("start", total_steps=self.total_steps, resumed_from=restored and restored.step,
                             train_examples=len(self.train_set), world_size=self.world.size,
-                            batching=self.layout.name, trained_head_only=self.layout.trained_head)  # fmt: skip
+                            batching=self.layout.name, logits_on_trained_positions_only=self.layout.logits_on_trained_only)  # fmt: skip
 
     def _setup_data(self) -> None:
         path = storage.resolve_dataset(self.spec.dataset, self.cfg.paths)
@@ -169,7 +169,7 @@ class FineTuneRecipe:
             found = batching.probe(self._forward, self.train_set, self.tokenizer.pad_token_id)
             self.engine.module.train()
             support = batching.Support(
-                *(not distributed.any_rank(not ok) for ok in (found.flat, found.trained_head))
+                *(not distributed.any_rank(not ok) for ok in (found.flat, found.logits_on_trained_only))
             )
         layout, why = batching.resolve(training.batching, training.packing, self.spec.task.type, support)
         if why is not None:
@@ -329,6 +329,8 @@ class FineTuneRecipe:
         final = {"step": self.position.step, "loss": loss, "tokens": self.position.tokens}
         if getattr(self, "eval_loss", None) is not None:
             final["eval_loss"] = self.eval_loss
+        if "truncated" in self.data_info:  # causal-lm: rows cut to maxSeqLength, in status.result.metrics too
+            final["truncated_rows"] = self.data_info["truncated"]
         final.update(self.eval_scores)
         summary = output.save_artifacts(
             self.cfg, self.engine.module, state_dict, self.tokenizer, self.base_dir, final, self.data_info,
