@@ -166,8 +166,17 @@ def test_manifest_and_termination_message_carry_digests(train: Callable[..., Run
         {"method": {"type": "qlora", "quantization": {"bits": 4}}, "training": {"precision": "bf16"}},
         {"training": {"precision": "bf16"}},
         {"training": {"precision": "fp16"}},
+        {"training": {"optimizer": "adamw-8bit"}},
+        {"training": {"optimizer": "paged-adamw-8bit"}},
     ],
-    ids=["qlora-8bit", "qlora-bf16-compute", "lora-bf16-autocast", "lora-fp16-scaled"],
+    ids=[
+        "qlora-8bit",
+        "qlora-bf16-compute",
+        "lora-bf16-autocast",
+        "lora-fp16-scaled",
+        "adamw-8bit",
+        "paged-adamw-8bit",
+    ],
 )
 def test_other_quantizations_and_precisions_train(train: Callable[..., Run], spec: dict[str, Any]) -> None:
     run = train({"model": {"preset": "tiny-llama"}, **spec}, INSTRUCTIONS)
