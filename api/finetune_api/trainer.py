@@ -133,6 +133,11 @@ class TrainerConfig(ApiModel):
         ge=1,
         description="Stop after this many steps whatever the spec says (`finetune run --max-steps`).",
     )
+    origins: dict[str, str] | None = Field(
+        default=None,
+        description="The local files `finetune run --model DIR` and `--dataset FILE` stand in for: their volume URI "
+        "→ the absolute path, which the result then names instead (`finetune_trainer.provenance`).",
+    )
 
 
 class TerminationMessage(ApiModel):

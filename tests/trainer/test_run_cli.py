@@ -125,6 +125,12 @@ def test_pvc_data_from_data_dir_and_a_local_model_folder(tmp_path: Path) -> None
     assert config["spec"]["model"]["uri"] == f"pvc://{local.MODEL_CLAIM}/model"
     assert config["spec"]["model"]["preset"] is None
     assert path.read_text() == manifest_text  # the manifest stays as the cluster will see it
+    # The result names the folder --model gave, not the volume that stood for it.
+    result = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (result["base_model"]["uri"], result["base_model"]["name"]) == (str(model.resolve()),) * 2
+    assert result["data"]["dataset"]["uri"] == "pvc://corpus/train.jsonl"
+    adapter = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(model.resolve())
 
 
 def test_a_local_dataset_file_and_a_failure_summary(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def test_the_shape_is_inferred_from_the_first_row(row: dict[str, Any], shape: st
          "from, contentKey: value, roles: {human: user, gpt: assistant}}"),
         ([SHAREGPT], {**SHAREGPT_DATASET, "chat": {"roleKey": "from", "contentKey": "value"}},
          "line 1: message 2 of 'conversations' has role 'human', not one of system, user, assistant, tool; map it "
-         "with dataset.chat.roles (e.g. {human: assistant})"),
+         "with dataset.chat.roles (e.g. {human: user})"),
         ([{"messages": [HI, {"role": "assistant", "content": " \n"}]}], {},
          "line 1: message 2 of 'messages' (assistant) is empty; fill it or remove the turn"),
         ([{"messages": []}], {}, "line 1: 'messages' holds no messages"),

@@ -239,7 +239,8 @@ def build_local_config(
     )  # fmt: skip
     named = job.metadata.model_copy(update={"name": local_name(job, output_dir)})
     cfg = trainer_config(job.model_copy(update={"metadata": named}), paths)
-    return cfg.model_copy(update={"max_steps_override": max_steps, "metrics_port": 0})
+    origins = {f"pvc://{claim}/{name}": str(target.resolve()) for claim, (name, target) in links.items()}
+    return cfg.model_copy(update={"max_steps_override": max_steps, "metrics_port": 0, "origins": origins or None})
 
 
 def _command(config_file: Path, nproc: int) -> list[str]:

@@ -71,7 +71,7 @@ def write_manifest(
     adapter = spec.method.type != "full"
     manifest = {
         ownership.MANIFEST_KEY: asdict(ownership.RunIdentity.of(cfg)),
-        "base_model": provenance.base_identity(spec.model, base_dir),
+        "base_model": provenance.base_identity(spec.model, base_dir, cfg.origins or {}),
         "method": spec.method.to_wire(),
         "task": spec.task.to_wire(),
         "data": data,
@@ -114,7 +114,10 @@ def save_artifacts(
     they must reproduce), manifest. Returns the run summary (None on other ranks)."""
     if not is_rank_zero():
         return None
-    output_dir, reference_of_base = Path(cfg.paths.output_dir), provenance.base_reference(cfg.spec.model)
+    output_dir, reference_of_base = (
+        Path(cfg.paths.output_dir),
+        provenance.base_reference(cfg.spec.model, cfg.origins or {}),
+    )
     save_model(module, state_dict, tokenizer, output_dir)
     provenance.point_at_base(output_dir, reference_of_base)
     exports = export.publish(cfg, base_dir, tokenizer, reference)

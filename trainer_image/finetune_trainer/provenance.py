@@ -3,15 +3,17 @@
 A base model is named as a user can fetch it again (`base_reference`): presets and hf:// models by their Hugging
 Face id (plus the revision an hf:// URI pins), tiny presets by their tiny:// source (built in code by
 `finetune_trainer.tiny`), every other model by the job's own URI (pvc://claim/path, s3://bucket/prefix,
-oci://registry/repository@sha256:…). The adapter's `adapter_config.json` and the model card name the base that way,
-never the cache folder the pod loaded it from. The manifest adds digests of what was read: the base's weight files
-and the dataset's files, so a result can be reproduced and audited (`sha256sum` gives the same numbers).
+oci://registry/repository@sha256:…), and a local run's `--model DIR` by its path. The adapter's
+`adapter_config.json` and the model card name the base that way, never the cache folder the pod loaded it from.
+The manifest adds digests of what was read: the base's weight files and the dataset's files, so a result can be
+reproduced and audited (`sha256sum` gives the same numbers).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,11 @@ class BaseReference:
     """The revision an hf:// URI pinned (`@revision`); None for the default branch and other schemes."""
 
 
-def base_reference(model: ModelSpec) -> BaseReference:
-    """How the result names its base: see the module docstring."""
+def base_reference(model: ModelSpec, origins: Mapping[str, str] | None = None) -> BaseReference:
+    """How the result names its base: see the module docstring; `origins` (`TrainerConfig.origins`) names a local
+    run's `--model DIR` by its path."""
     uri = PRESETS[model.preset].source if model.preset is not None else model.uri or ""
+    uri = (origins or {}).get(uri, uri)
     if not uri.startswith("hf://"):
         return BaseReference(uri)
     name, _, revision = uri.removeprefix("hf://").partition("@")
@@ -61,26 +65,33 @@ def weight_digests(base_dir: Path) -> dict[str, str]:
     }
 
 
-def base_identity(model: ModelSpec, base_dir: Path) -> dict[str, Any]:
+def base_identity(model: ModelSpec, base_dir: Path, origins: Mapping[str, str]) -> dict[str, Any]:
     """The manifest's `base_model`: preset, URI, the reference the adapter names, and its weights' digests."""
     files = weight_digests(base_dir)
     return {
         "preset": model.preset,
-        "uri": model.uri,
-        **asdict(base_reference(model)),
+        "uri": origins.get(model.uri or "", model.uri),
+        **asdict(base_reference(model, origins)),
         "weights": files,
         "weights_digest": _tree_digest(files),
     }
 
 
-def dataset_identity(dataset: DatasetSpec, path: Path, rows: int) -> dict[str, Any]:
+def dataset_identity(
+    dataset: DatasetSpec, path: Path, rows: int, origins: Mapping[str, str]
+) -> dict[str, Any]:
     """The manifest's dataset block: its URI, the rows read and the digest of the file (or folder) they came from."""
     files = (
         {str(p.relative_to(path)): sha256_of(p) for p in sorted(path.rglob("*")) if p.is_file()}
         if path.is_dir()
         else {path.name: sha256_of(path)}
     )
-    return {"uri": dataset.uri, "rows": rows, "files": files, "digest": _tree_digest(files)}
+    return {
+        "uri": origins.get(dataset.uri, dataset.uri),
+        "rows": rows,
+        "files": files,
+        "digest": _tree_digest(files),
+    }
 
 
 def point_at_base(output_dir: Path, reference: BaseReference) -> None:

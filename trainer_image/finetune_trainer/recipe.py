@@ -142,7 +142,9 @@ class FineTuneRecipe:
         if self.spec.evaluation.dataset_uri is not None:  # its rows instead of held-out ones
             self.data_info["eval_rows"] = len(splits.eval)
         self.reporter.event("data", **self.data_info)
-        self.data_info["dataset"] = provenance.dataset_identity(self.spec.dataset, path, rows)
+        self.data_info["dataset"] = provenance.dataset_identity(
+            self.spec.dataset, path, rows, self.cfg.origins or {}
+        )
         for shape in (splits.shape, eval_shape):
             templates.require(self.tokenizer, self.spec.task, shape)
         scoring.require_answers(self.spec, eval_shape)
