@@ -85,7 +85,7 @@ def run_recipe(cfg: TrainerConfig) -> Stamps:
 def run_bare(cfg: TrainerConfig) -> Stamps:
     """Train with the loop from the peft README: DataLoader, forward, backward, clip, step, schedule, zero_grad."""
     torch.manual_seed(cfg.spec.training.seed)
-    base_dir = tiny.build_tiny_preset("tiny://llama", Path(cfg.paths.cache_dir))
+    base_dir = tiny.ensure_tiny_preset("tiny://llama", Path(cfg.paths.cache_dir))
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_dir)
     rows = data.read_records(Path(cfg.paths.data_dir) / "rows.jsonl", "jsonl")
     features = tasks.encode_all(rows, tokenizer, cfg.spec.task, cfg.spec.dataset.columns, 64).examples

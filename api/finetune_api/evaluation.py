@@ -8,13 +8,14 @@ from typing import Any, Literal, get_args
 from pydantic import Field, field_validator
 
 from finetune_api.base import ApiModel, Rule
+from finetune_api.presets import TaskType
 from finetune_api.uris import DATASET_SCHEMES, check_uri
 
 EvalMetric = Literal[
     "loss", "perplexity", "accuracy", "macro_f1", "precision", "recall", "f1", "bleu", "chrf", "exact_match"
 ]
 
-TASK_METRICS: dict[str, tuple[EvalMetric, ...]] = {
+TASK_METRICS: dict[TaskType, tuple[EvalMetric, ...]] = {
     "causal-lm": ("loss", "perplexity", "exact_match"),
     "sequence-classification": ("accuracy", "macro_f1", "loss"),
     "token-classification": ("precision", "recall", "f1", "loss"),
@@ -23,7 +24,7 @@ TASK_METRICS: dict[str, tuple[EvalMetric, ...]] = {
 }
 """task.type → the metrics evaluation supports for it."""
 
-DEFAULT_METRICS: dict[str, tuple[EvalMetric, ...]] = {
+DEFAULT_METRICS: dict[TaskType, tuple[EvalMetric, ...]] = {
     "causal-lm": ("loss", "perplexity"),
     "sequence-classification": ("accuracy", "macro_f1"),
     "token-classification": ("precision", "recall", "f1"),
@@ -119,9 +120,9 @@ class EvaluationSpec(ApiModel):
         ),
     )
 
-    def metrics_for(self, task: str) -> tuple[EvalMetric, ...]:
+    def metrics_for(self, task: TaskType) -> tuple[EvalMetric, ...]:
         """The metrics to report for `task`: the listed ones, else the task's default."""
-        return tuple(self.metrics) if self.metrics is not None else DEFAULT_METRICS.get(task, ())
+        return tuple(self.metrics) if self.metrics is not None else DEFAULT_METRICS[task]
 
 
 def _wants(spec: Any, metric: EvalMetric) -> bool:

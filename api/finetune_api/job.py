@@ -21,7 +21,7 @@ from finetune_api.evaluation import (
 from finetune_api.model import MethodSpec, ModelSpec
 from finetune_api.output import EXPORT_RULES, OutputSpec, RunPolicy
 from finetune_api.placement import ResourcesSpec
-from finetune_api.presets import FAMILY_TASKS, PRESETS, Family, presets_of, real_presets
+from finetune_api.presets import FAMILY_TASKS, PRESETS, Family, TaskType, presets_of, real_presets
 from finetune_api.status import FineTuneJobStatus
 from finetune_api.training import DistributedSpec, TrainingSpec
 
@@ -62,7 +62,7 @@ def _family_rule(family: Family) -> Rule:
     )
 
 
-def _eval_metrics_rule(task: str) -> Rule:
+def _eval_metrics_rule(task: TaskType) -> Rule:
     allowed = TASK_METRICS[task]
     return Rule(
         field="evaluation.metrics",

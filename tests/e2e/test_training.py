@@ -38,11 +38,11 @@ def test_tiny_lora_trains_to_succeeded_and_its_adapter_loads_with_peft(
     manifest = adapter / "manifest.json"
     assert result["digest"] == "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()
     # The adapter loads with PEFT onto the preset's base model, built on the host the way the trainer builds it.
-    from finetune_trainer.tiny import build_tiny_preset
+    from finetune_trainer.tiny import ensure_tiny_preset
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(build_tiny_preset("tiny://llama", tmp_path / "cache"))
+    base = AutoModelForCausalLM.from_pretrained(ensure_tiny_preset("tiny://llama", tmp_path / "cache"))
     model = PeftModel.from_pretrained(base, adapter)
     assert any("lora_B" in name for name, _ in model.named_parameters()), "no LoRA weights in the adapter"
     weights = adapter / "adapter_model.safetensors"

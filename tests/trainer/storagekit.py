@@ -20,7 +20,7 @@ QUICK = {"maxSteps": 3}
 
 def base_model() -> Path:
     """The tiny-llama checkpoint folder (built once into the presets cache)."""
-    return tiny.build_tiny_preset("tiny://llama", PRESETS)
+    return tiny.ensure_tiny_preset("tiny://llama", PRESETS)
 
 
 def files_of(folder: Path) -> list[str]:

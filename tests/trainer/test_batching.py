@@ -32,7 +32,7 @@ whole (its first token must not become the target of the row before it)."""
 @pytest.fixture(scope="module")
 def net() -> Any:
     """LoRA on tiny-llama in training mode, without dropout; the adapters' B set so they change the output."""
-    tiny.build_tiny_preset("tiny://llama", PRESETS)
+    tiny.ensure_tiny_preset("tiny://llama", PRESETS)
     spec = FineTuneJobSpec.model_validate({**LLAMA_JOB, "dataset": {"uri": "pvc://data/x.jsonl"}})
     tokenizer = model_lib.load_tokenizer(LLAMA, trust_remote_code=False)
     model = model_lib.load_model(

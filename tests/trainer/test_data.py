@@ -83,7 +83,7 @@ def test_errors_while_encoding_shuffled_rows_name_the_file_line(tmp_path: Path) 
     splits = _load(path, task)
     assert [row.where for row in splits.train] != [row.where for row in data.read_records(path, "jsonl")]
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny.build_tiny_preset("tiny://bert", PRESETS))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny.ensure_tiny_preset("tiny://bert", PRESETS))
 
     with pytest.raises(data.DataError, match=r"^line 7: answer 'here' is not at answer_start 0"):
         tasks.encode_all(splits.train, tokenizer, task, DATASET.columns, 64)

@@ -119,7 +119,7 @@ def test_finetune_run_names_a_generate_name_job_like_the_api_server(
     assert result.exit_code == 0, result.output
     name = json.loads((tmp_path / "out" / "manifest.json").read_text())["job"]["name"]
     assert re.fullmatch(r"tiny-lora-[bcdfghjklmnpqrstvwxz2456789]{5}", name)
-    again = local.build_local_config(manifest, (tmp_path / "out").resolve(), max_steps=None)
+    again = local.stage_local_config(manifest, (tmp_path / "out").resolve(), max_steps=None)
     assert again.name == name  # a rerun into the same folder keeps the name (and its checkpoints)
 
 
@@ -132,7 +132,7 @@ def test_every_example_makes_a_local_trainer_config(example: Path, tmp_path: Pat
     local_files = {"dataset": tmp_path / "data.jsonl"} if job.spec.dataset.uri.startswith("s3://") else {}
     (tmp_path / "data.jsonl").write_text("{}")
 
-    cfg = local.build_local_config(example, tmp_path / "out", 3, data_dir=tmp_path / "data", **local_files)
+    cfg = local.stage_local_config(example, tmp_path / "out", 3, data_dir=tmp_path / "data", **local_files)
 
     assert cfg.max_steps_override == 3
     assert cfg.name == job.metadata.name
@@ -152,7 +152,7 @@ def test_a_configmap_dataset_and_a_pvc_model_are_both_found(tmp_path: Path) -> N
     manifest.write_text(yaml.safe_dump_all([job, configmap]))
     _stand_in("pvc://models/smol", tmp_path)
 
-    cfg = local.build_local_config(manifest, tmp_path / "out", None)
+    cfg = local.stage_local_config(manifest, tmp_path / "out", None)
 
     paths = TrainerPaths(data_dir=cfg.paths.data_dir)
     assert storage.resolve_dataset(cfg.spec.dataset, paths).read_text() == configmap["data"]["train.jsonl"]

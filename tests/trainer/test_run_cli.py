@@ -108,7 +108,7 @@ def test_a_plain_path_in_the_manifest_says_how_to_run_it_locally(tmp_path: Path)
 def test_pvc_data_from_data_dir_and_a_local_model_folder(tmp_path: Path) -> None:
     (tmp_path / "volumes" / "corpus").mkdir(parents=True)
     write_rows(tmp_path / "volumes" / "corpus" / "train.jsonl", INSTRUCTIONS)
-    model = tiny.build_tiny_preset("tiny://llama", PRESETS)
+    model = tiny.ensure_tiny_preset("tiny://llama", PRESETS)
     path = _manifest(tmp_path, _job("pvc://corpus/train.jsonl", validationSplit=0.25))
     manifest_text = path.read_text()
 

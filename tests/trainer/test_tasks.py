@@ -150,3 +150,20 @@ def test_chat_sft_trains_only_the_assistant_turn(train: Callable[..., Run]) -> N
     run = train({"model": {"preset": "tiny-llama"}}, CHATS)
     assert run.rc == 0, run.summary
     assert run.losses[20] < run.losses[1] - 0.5
+
+
+def test_every_task_table_covers_every_task() -> None:
+    """A new TaskType cannot be forgotten in a table the trainer looks tasks up in."""
+    from typing import get_args
+
+    from finetune_api.presets import TaskType
+    from finetune_trainer import card, tasks
+
+    tables = {
+        "tasks.MODEL_CLASSES": tasks.MODEL_CLASSES,
+        "tasks.PEFT_TASK_TYPES": tasks.PEFT_TASK_TYPES,
+        "tasks.ENCODERS": tasks.ENCODERS,
+        "card.PIPELINE_TAGS": card.PIPELINE_TAGS,
+    }
+    missing = {name: set(get_args(TaskType)) - set(table) for name, table in tables.items()}
+    assert not any(missing.values()), missing

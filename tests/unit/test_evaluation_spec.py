@@ -125,3 +125,13 @@ def test_the_dataset_secret_also_authenticates_an_evaluation_dataset_of_another_
 def test_the_webhook_resolves_the_evaluation_dataset_s_host() -> None:
     spec = _spec(evaluation={"datasetUri": "https://data.example.net/eval.jsonl"})
     assert web_urls(spec) == [("spec.evaluation.datasetUri", "https://data.example.net/eval.jsonl")]
+
+
+def test_the_api_s_task_tables_cover_every_task() -> None:
+    from typing import get_args
+
+    from finetune_api.presets import FAMILY_TASKS, TaskType
+
+    every = set(get_args(TaskType))
+    assert set(TASK_METRICS) == set(DEFAULT_METRICS) == every
+    assert {task for family in FAMILY_TASKS.values() for task in family} == every

@@ -228,3 +228,10 @@ def resolve(batching: str, packing: bool, task: str, support: Support | None) ->
     return Layout(
         True, grouped=True, logits_on_trained_only=head
     ), f"batching auto chose length-grouped: {why}"
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """`batch` with its tensors on `device`."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }

@@ -14,13 +14,14 @@ from typing import Any
 import yaml
 from finetune_api.evaluation import before_after_table
 from finetune_api.job import FineTuneJobSpec
+from finetune_api.presets import TaskType
 
 from finetune_trainer import tasks
 from finetune_trainer.export import MERGED_DIR, ONNX_DIR
 from finetune_trainer.provenance import BaseReference
 
 CARD = "README.md"
-PIPELINE_TAGS = {
+PIPELINE_TAGS: dict[TaskType, str] = {
     "causal-lm": "text-generation",
     "sequence-classification": "text-classification",
     "token-classification": "token-classification",

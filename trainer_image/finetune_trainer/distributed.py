@@ -10,12 +10,14 @@ and `any_rank` makes every rank agree to stop at the same step.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -126,3 +128,10 @@ def shutdown() -> None:
     """Leave the process group."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (every rank the same: the data order is shared)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -26,6 +26,7 @@ import torch
 import transformers
 from finetune_api.job import FineTuneJobSpec
 from finetune_api.output import ExportFormat
+from finetune_api.presets import TaskType
 from finetune_api.trainer import TrainerConfig
 
 from finetune_trainer import model as model_lib
@@ -151,7 +152,7 @@ def _unsharded() -> Iterator[None]:
         hf_deepspeed._hf_deepspeed_config_weak_ref = held
 
 
-def _auto_class(task: str) -> Any:
+def _auto_class(task: TaskType) -> Any:
     return getattr(transformers, tasks.MODEL_CLASSES[task])
 
 

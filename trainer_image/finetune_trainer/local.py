@@ -220,7 +220,7 @@ def local_name(job: api.FineTuneJob, output_dir: Path) -> str:
     return f"{job.metadata.generate_name}{suffix}"
 
 
-def build_local_config(
+def stage_local_config(
     manifest: Path,
     output_dir: Path,
     max_steps: int | None,
@@ -240,7 +240,9 @@ def build_local_config(
     named = job.metadata.model_copy(update={"name": local_name(job, output_dir)})
     cfg = trainer_config(job.model_copy(update={"metadata": named}), paths)
     origins = {f"pvc://{claim}/{name}": str(target.resolve()) for claim, (name, target) in links.items()}
-    return cfg.model_copy(update={"max_steps_override": max_steps, "metrics_port": 0, "origins": origins or None})
+    return cfg.model_copy(
+        update={"max_steps_override": max_steps, "metrics_port": 0, "origins": origins or None}
+    )
 
 
 def _command(config_file: Path, nproc: int) -> list[str]:
@@ -271,7 +273,7 @@ def run_local(
     console = console or Console(stderr=True)
     output_dir = output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    cfg = build_local_config(manifest.resolve(), output_dir, max_steps, data_dir, dataset, model)
+    cfg = stage_local_config(manifest.resolve(), output_dir, max_steps, data_dir, dataset, model)
     config_file = output_dir / LOCAL_DIR / CONFIG_FILE_NAME
     config_file.write_text(cfg.model_dump_json(by_alias=True, indent=2))
     termination = Path(cfg.paths.termination_message_path)

@@ -28,17 +28,16 @@ nodes. `main(cfg)` runs setup → train → save and turns any failure into a te
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from finetune_api.trainer import ExitCode, TerminationMessage, TrainerConfig, failed
 
@@ -75,7 +74,15 @@ class FineTuneRecipe:
     """One training run in this process (one rank of many under torchrun)."""
 
     def __init__(self, cfg: TrainerConfig, stop: distributed.StopSignal | None = None) -> None:
+        """Cheap and without side effects: `setup` checks the folders, fetches, starts the process group."""
         self.cfg, self.spec = cfg, cfg.spec
+        self.stop = stop or distributed.StopSignal()
+        self._running = contextlib.ExitStack()
+        """What `run` (or `cleanup`) closes: the metrics server."""
+
+    def _start(self) -> None:
+        """Claim the folders, fetch the base model, join the process group, start reporting."""
+        cfg = self.cfg
         # First: another run's checkpoints or result in our folders must stop us before anything is loaded.
         self.identity = ownership.RunIdentity.of(cfg)
         checkpoints = checkpoint.complete_checkpoints(Path(cfg.paths.checkpoint_dir))
@@ -83,7 +90,6 @@ class FineTuneRecipe:
         output.check_destination(
             self.spec.output
         )  # a refusing bucket or registry fails now, not after training
-        self.stop = stop or distributed.StopSignal()
         # Before the process group exists: transformers' save_pretrained writes nothing on ranks other than 0 once
         # it does, and every node (each with its own cache) must be able to build or fetch the base model.
         self.base_dir = storage.resolve_model(self.spec.model, cfg.paths)
@@ -101,10 +107,13 @@ class FineTuneRecipe:
             total_steps=0,
             logging_steps=self.spec.training.logging_steps,
         )
+        self._running.enter_context(self.reporter)
 
     def setup(self) -> None:
-        """Resolve the model, read the data, build model and engine, restore a checkpoint, in dependency order."""
-        _seed_everything(self.spec.training.seed)
+        """Check the folders and the destination, fetch the base model, start the process group and reporting, read
+        the data, build model and engine, restore a checkpoint: in dependency order."""
+        self._start()
+        distributed.seed_everything(self.spec.training.seed)
         self.tokenizer = model.load_tokenizer(self.base_dir, self.spec.model.trust_remote_code)
         templates.apply(self.tokenizer, self.spec.task, self.spec.dataset, self.cfg.paths)
         # Data comes before the model: a bad dataset fails in seconds, not after minutes of loading weights.
@@ -179,7 +188,7 @@ class FineTuneRecipe:
         return layout
 
     def _forward(self, batch: batching.Batch) -> Any:
-        return self.engine.outputs(_to_device(batch, self.placement.device))
+        return self.engine.outputs(batching.to_device(batch, self.placement.device))
 
     def _plan_steps(self) -> int:
         """Optimizer steps for the run; also fixes the micro-batches per epoch that the data order uses."""
@@ -205,7 +214,7 @@ class FineTuneRecipe:
         mine = order[world.rank :: world.size]
         for index in range(start, self.steps_per_epoch * self.spec.training.gradient_accumulation_steps):
             rows = [self.train_set[i] for i in mine[index * size : (index + 1) * size]]
-            yield _to_device(self._collate(rows), self.placement.device)
+            yield batching.to_device(self._collate(rows), self.placement.device)
 
     def _collate(self, rows: list[tasks.Features]) -> batching.Batch:
         return self.layout.collate(rows, self.tokenizer.pad_token_id)
@@ -288,7 +297,7 @@ class FineTuneRecipe:
         self.engine.module.eval()
         scores = evaluation.score(
             self.spec.task.type, self.engine.outputs, rows, self.world, self.spec.training.per_device_batch_size,
-            lambda part: _to_device(self._collate(part), self.placement.device),
+            lambda part: batching.to_device(self._collate(part), self.placement.device),
             scorer,
         )  # fmt: skip
         self.engine.module.train()
@@ -310,7 +319,7 @@ class FineTuneRecipe:
 
     def run(self) -> TerminationMessage | None:
         """setup → train → save, then leave the process group (also when stopped by SIGTERM)."""
-        with self.reporter:
+        with self._running:
             self.setup()
             try:
                 self.train()
@@ -350,7 +359,9 @@ class FineTuneRecipe:
         batch = export.probe_batch(task, self.eval_set or self.train_set, self.tokenizer.pad_token_id)
         self.engine.module.eval()
         with torch.no_grad():
-            outputs = export.outputs_of(task, self.engine.outputs(_to_device(batch, self.placement.device)))
+            outputs = export.outputs_of(
+                task, self.engine.outputs(batching.to_device(batch, self.placement.device))
+            )
         self.engine.module.train()
         return export.Reference(batch, outputs, export.precision_of(self.spec, self.placement.dtype))
 
@@ -362,21 +373,10 @@ class FineTuneRecipe:
         that needed the GIL: a rank that had saved its results hung or aborted ("terminate called without an active
         exception") on its way out.
         """
+        self._running.close()
         self.__dict__.pop("engine", None)
         gc.collect()
         distributed.shutdown()
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _to_device(batch: batching.Batch, device: torch.device) -> batching.Batch:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
 
 
 def main(cfg: TrainerConfig) -> int:

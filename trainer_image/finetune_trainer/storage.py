@@ -1,6 +1,6 @@
 """Turning the URIs of `spec.model` and `spec.dataset` into local paths the loaders can open.
 
-Called by the recipe before it loads data or the model. Tiny presets are built by `tiny.build_tiny_preset`;
+Called by the recipe before it loads data or the model. Tiny presets are built by `tiny.ensure_tiny_preset`;
 hf:// goes through huggingface_hub / datasets into `paths.cache_dir`; http(s) files are downloaded there after the
 resolved address is checked to be public (the API only checks the literal host); pvc:// and configmap:// are
 volumes the operator mounts under `paths.data_dir`; s3:// (`s3.py`) and oci:// (`oci.py`) are downloaded into
@@ -108,7 +108,7 @@ def resolve_model(model: ModelSpec, paths: TrainerPaths) -> Path:
         if preset.tiny:
             from finetune_trainer import tiny  # torch and transformers: not needed by `finetune run`'s checks
 
-            return tiny.build_tiny_preset(preset.source, Path(paths.cache_dir))
+            return tiny.ensure_tiny_preset(preset.source, Path(paths.cache_dir))
         return _fetch_hf_model(preset.source, paths)
     uri = model.uri or ""
     scheme = scheme_of(uri)

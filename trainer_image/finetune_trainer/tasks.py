@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from finetune_api.data import ColumnMapping, TaskSpec
+from finetune_api.presets import TaskType
 
 from finetune_trainer.data import DataError, Record, Row
 from finetune_trainer.sft import IGNORE as IGNORE
@@ -25,7 +26,7 @@ from finetune_trainer.sft import encode_measured
 HEAD_MODULES = ("lm_head", "score", "classifier", "qa_outputs")
 """Names of the output heads transformers puts on top of a base model; QLoRA keeps them unquantized."""
 
-MODEL_CLASSES: dict[str, str] = {
+MODEL_CLASSES: dict[TaskType, str] = {
     "causal-lm": "AutoModelForCausalLM",
     "sequence-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
@@ -34,7 +35,7 @@ MODEL_CLASSES: dict[str, str] = {
 }
 """task.type → the transformers auto class that adds the right head."""
 
-PEFT_TASK_TYPES: dict[str, str] = {
+PEFT_TASK_TYPES: dict[TaskType, str] = {
     "causal-lm": "CAUSAL_LM",
     "sequence-classification": "SEQ_CLS",
     "token-classification": "TOKEN_CLS",
@@ -124,7 +125,7 @@ def encode_question_answering(
 
 Encoder = Callable[[Record, Any, TaskSpec, ColumnMapping, int], Features]
 
-ENCODERS: dict[str, Encoder] = {
+ENCODERS: dict[TaskType, Encoder] = {
     "causal-lm": encode_causal_lm,
     "sequence-classification": encode_sequence_classification,
     "token-classification": encode_token_classification,

@@ -7,7 +7,7 @@ them back with `from_pretrained(local_dir)` exactly like a downloaded checkpoint
 
 The result is deterministic: the same preset built twice has identical weights and vocabulary, which is what lets
 tests pin loss values. Builds are cached in a directory and published with an atomic rename, so concurrent ranks
-may all call `build_tiny_preset` and share one copy.
+may all call `ensure_tiny_preset` and share one copy.
 """
 
 from __future__ import annotations
@@ -169,11 +169,11 @@ BUILDERS: dict[str, Callable[[Path], None]] = {"tiny://llama": _llama, "tiny://t
 
 
 def preset_dir(source: str, cache_dir: Path) -> Path:
-    """Where `build_tiny_preset` puts the preset `source` under `cache_dir`."""
+    """Where `ensure_tiny_preset` puts the preset `source` under `cache_dir`."""
     return cache_dir / "tiny" / f"{source.removeprefix('tiny://')}-v{RECIPE_VERSION}"
 
 
-def build_tiny_preset(source: str, cache_dir: Path) -> Path:
+def ensure_tiny_preset(source: str, cache_dir: Path) -> Path:
     """Build the tiny preset `source` (e.g. `tiny://llama`) under `cache_dir` unless it is there; return its path."""
     if source not in BUILDERS:
         raise ValueError(f"no recipe for tiny preset source {source!r}; known: {', '.join(sorted(BUILDERS))}")
