@@ -52,7 +52,7 @@ def _namespace_terminating(exc: ApiException) -> bool:
 
 
 class Kube:
-    """Typed calls for the few writes the operator makes."""
+    """`kubeapi.KubeApi` over the kubernetes client: each method's meaning is documented there."""
 
     def __init__(self, api: client.ApiClient | None = None) -> None:
         if api is None:
@@ -66,7 +66,6 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api)
 
     def apply(self, obj: dict[str, Any]) -> None:
-        """Server-side apply of a ConfigMap, Service or PersistentVolumeClaim (creates or converges it)."""
         patch: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.patch_namespaced_config_map,
             "Service": self.core.patch_namespaced_service,
@@ -81,7 +80,6 @@ class Kube:
                 raise
 
     def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """The data keys of a Secret (values are never kept), or None when it does not exist (admission)."""
         try:
             secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT_S)
         except ApiException as exc:
@@ -91,7 +89,6 @@ class Kube:
         return set(secret.data or {})  # stringData is write-only: the API server stores it in data
 
     def create_job(self, job: dict[str, Any]) -> bool:
-        """Create the batch Job; False when it already exists (a restart or a stale cache: nothing duplicated)."""
         try:
             self.batch.create_namespaced_job(job["metadata"]["namespace"], job, field_manager=MANAGED_BY,
                                              _request_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
@@ -102,12 +99,10 @@ class Kube:
         return True
 
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
-        """Set the Job's `spec.suspend` (Kubernetes deletes or recreates its pods)."""
         self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, field_manager=MANAGED_BY,
                                         _content_type="application/merge-patch+json")  # fmt: skip
 
     def delete_job(self, namespace: str, name: str) -> None:
-        """Delete the Job and its pods (to start again with a changed pod template)."""
         try:
             self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
         except ApiException as exc:
@@ -115,7 +110,6 @@ class Kube:
                 raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge `status` into the FineTuneJob's status subresource (lists such as conditions are replaced)."""
         try:
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=MANAGED_BY,
@@ -126,7 +120,6 @@ class Kube:
                 raise
 
     def post_event(self, owner: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        """Record an Event on the FineTuneJob (best effort: a lost Event never fails a reconcile)."""
         meta, now = owner["metadata"], datetime.now(UTC)
         event = {
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
@@ -142,7 +135,6 @@ class Kube:
             logger.warning("could not record event %s on %s: %s", reason, meta["name"], exc.reason)
 
     def serves(self, group: str, version: str, plural: str) -> bool:
-        """Whether the API server serves `plural` in `group/version` (e.g. a CRD that is installed)."""
         try:
             found = self.custom.get_api_resources(group, version, _request_timeout=REQUEST_TIMEOUT_S)
         except ApiException as exc:
@@ -152,7 +144,6 @@ class Kube:
         return any(resource.name == plural for resource in found.resources)
 
     def karpenter_events(self, namespace: str) -> list[karpenter.PodEvent]:
-        """The Events Karpenter recorded on pods of `namespace` (Nominated, FailedScheduling…)."""
         found = self.core.list_namespaced_event(
             namespace, field_selector=f"source={karpenter.EVENT_SOURCE},involvedObject.kind=Pod",
             _request_timeout=REQUEST_TIMEOUT_S,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from finetune_operator import karpenter, observed
-from finetune_operator.kube import Kube
+from finetune_operator.kubeapi import KubeApi
 
 Claims = Mapping[str, Iterable[dict[str, Any]]]
 """Slim NodeClaims by name (Kopf's index)."""
@@ -23,7 +23,7 @@ Claims = Mapping[str, Iterable[dict[str, Any]]]
 class Provisioning:
     """Karpenter's Events per job, and the NodeClaims they name."""
 
-    def __init__(self, kube: Kube, interval: float) -> None:
+    def __init__(self, kube: KubeApi, interval: float) -> None:
         self.kube, self.interval = kube, interval
         self.claims: Claims = {}
         self._seen: dict[str, karpenter.Seen] = {}

@@ -26,7 +26,7 @@ from finetune_operator import names, observed
 from finetune_operator.builders import storage, workload
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
-from finetune_operator.kube import Kube
+from finetune_operator.kubeapi import KubeApi
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.provisioning import Provisioning
 from finetune_operator.status import TERMINAL, Observation, derive, transition_event
@@ -64,7 +64,7 @@ class Reconciler:
 
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         settings: Settings,
         metrics: OperatorMetrics,
         provisioning: Provisioning | None = None,

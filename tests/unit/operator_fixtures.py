@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 from finetune_operator.builders.meta import Owner
+from finetune_operator.karpenter import PodEvent
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -36,3 +37,41 @@ def example_bodies() -> dict[str, dict[str, Any]]:
                 meta = {**doc["metadata"], "namespace": "team-a", "uid": "uid-1", "generation": 1}
                 found[path.stem] = {**doc, "metadata": meta}
     return found
+
+
+class FakeKube:
+    """`KubeApi` in memory for unit tests of pure logic: records every write, serves no Secrets and nothing else;
+    subclasses override what a test needs."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.posted: list[tuple[str, str, str]] = []
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.created.append(obj)
+
+    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        return None
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        self.created.append(job)
+        return True
+
+    def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
+        pass
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        pass
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+
+    def post_event(self, owner: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.posted.append((kind, reason, message))
+
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        return False
+
+    def karpenter_events(self, namespace: str) -> list[PodEvent]:
+        return []

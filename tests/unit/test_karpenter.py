@@ -10,7 +10,6 @@ import pytest
 from finetune_operator import handlers, karpenter
 from finetune_operator.config import Settings
 from finetune_operator.karpenter import Claim, PodEvent, Provisioning, Seen
-from finetune_operator.kube import Kube
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.observed import waiting_pods
 from finetune_operator.provisioning import Provisioning as Tracker
@@ -18,6 +17,7 @@ from finetune_operator.reconciler import Reconciler
 from finetune_operator.status import derive
 from prometheus_client import CollectorRegistry
 
+from tests.unit.operator_fixtures import FakeKube
 from tests.unit.test_status import CASES, conditions, observe, pod
 
 UNSCHEDULABLE, STUCK = CASES[13], CASES[14]  # unschedulable for a moment / past the stall timeout
@@ -166,10 +166,11 @@ def test_waiting_pods_are_the_unschedulable_ones_not_being_deleted() -> None:
     assert waiting_pods(pods) == ["a"]
 
 
-class EventsKube(Kube):
+class EventsKube(FakeKube):
     """Serves Karpenter's Events from a list, counting the reads."""
 
     def __init__(self, events: list[PodEvent]) -> None:
+        super().__init__()
         self.events, self.reads = events, 0
 
     def karpenter_events(self, namespace: str) -> list[PodEvent]:

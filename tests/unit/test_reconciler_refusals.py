@@ -6,33 +6,15 @@ from typing import Any
 
 import pytest
 from finetune_operator.config import Settings
-from finetune_operator.kube import Kube
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.reconciler import Reconciler
 from prometheus_client import CollectorRegistry
 
-from tests.unit.operator_fixtures import body
+from tests.unit.operator_fixtures import FakeKube, body
 
 
-class RecordingKube(Kube):
+class RecordingKube(FakeKube):
     """Records writes instead of sending them."""
-
-    def __init__(self) -> None:
-        self.created: list[dict[str, Any]] = []
-        self.statuses: list[dict[str, Any]] = []
-
-    def apply(self, obj: dict[str, Any]) -> None:
-        self.created.append(obj)
-
-    def create_job(self, job: dict[str, Any]) -> bool:
-        self.created.append(job)
-        return True
-
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.statuses.append(status)
-
-    def post_event(self, owner: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        pass
 
 
 def _reconcile(**spec: Any) -> RecordingKube:
@@ -73,3 +55,11 @@ def test_a_job_that_fits_is_created_with_its_estimate_in_status() -> None:
     assert status["phase"] == "Pending" and kube.created
     assert status["estimate"]["fits"] is True and status["estimate"]["capacityGiB"] == 80
     assert 10 < status["estimate"]["gpuMemoryGiB"] < 80
+
+
+def test_the_fake_and_the_real_client_both_implement_kube_api() -> None:
+    from finetune_operator.kube import Kube
+    from finetune_operator.kubeapi import KubeApi
+
+    assert isinstance(FakeKube(), KubeApi)
+    assert all(callable(getattr(Kube, name, None)) for name in dir(KubeApi) if not name.startswith("_"))

@@ -14,13 +14,13 @@ import kopf
 from finetune_api import GROUP, PLURAL, VERSION
 
 from finetune_operator import admission
-from finetune_operator.kube import Kube
+from finetune_operator.kubeapi import KubeApi
 
 WEBHOOK_ID = "validate-finetunejob"
 """The handler's id, which is also the URL path Kopf serves it at: the chart's webhook configuration names it."""
 
 
-def register(registry: kopf.OperatorRegistry, kube: Kube) -> None:
+def register(registry: kopf.OperatorRegistry, kube: KubeApi) -> None:
     """Register the webhook's handler on `registry` (main.py configures Kopf's webhook server)."""
 
     @kopf.on.validate(
