@@ -2,7 +2,7 @@
 
 Startup order: settings from the environment, API client, the probes (`health.py`: /healthz, /readyz) and the
 operator's /metrics server, then leader election (a coordination.k8s.io Lease: stand-by replicas wait, alive but not
-ready), then Kopf with the handlers of `handlers/`, JSON logs, explicit watch timeouts and, with a webhook port, the
+ready), then Kopf with the triggers of `handlers.py`, JSON logs, explicit watch timeouts and, with a webhook port, the
 admission webhook's HTTPS server (only the leader serves it: stand-bys are not Ready, so their Service sends them
 nothing). Losing the Lease stops Kopf and exits non-zero, so Kubernetes restarts the replica as a stand-by. Whether
 Karpenter runs (its NodeClaims are served) is asked once, when the replica starts leading: installing Karpenter later
@@ -20,7 +20,6 @@ from prometheus_client import start_http_server
 
 from finetune_operator import handlers, karpenter, kube
 from finetune_operator.config import Settings
-from finetune_operator.handlers import admission
 from finetune_operator.health import Health, serve
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.provisioning import Provisioning
@@ -62,14 +61,13 @@ def run(settings: Settings, metrics: OperatorMetrics, health: Health) -> None:
     if client.serves(karpenter.GROUP, karpenter.VERSION, karpenter.PLURAL):
         logger.info("Karpenter's NodeClaims are served: jobs waiting for nodes get a Provisioning condition")
         provisioning = Provisioning(client, settings.progress_interval_seconds)
-    handlers.register(registry, Reconciler(client, settings, metrics, provisioning), health.beat)
-    if settings.webhook_port:
-        admission.register(registry, client)
+    context = handlers.Context(Reconciler(client, settings, metrics, provisioning), health.beat, client)
+    memo = handlers.register(registry, context, webhook=bool(settings.webhook_port))
     kopf.on.startup(registry=registry)(configure_kopf(settings))
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN)
     kopf.run(
         registry=registry, standalone=True, clusterwide=not settings.namespaces,
-        namespaces=list(settings.namespaces),
+        namespaces=list(settings.namespaces), memo=memo,
     )  # fmt: skip
 
 

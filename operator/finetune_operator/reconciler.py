@@ -1,6 +1,6 @@
 """Level-based reconcile of one FineTuneJob: desired objects from the builders, status from the observations.
 
-Called by the handlers (`handlers/`) on every watch event of a FineTuneJob, its Job, its pods or the Workload Kueue
+Called by the handlers (`handlers.py`) on every watch event of a FineTuneJob, its Job, its pods or the Workload Kueue
 made for its Job, and by the poller for time-based changes. It reads nothing from the API server: the observed Job,
 pods and Workloads come from Kopf's in-memory indexes. It writes only what differs: the children when the Job is
 missing, the ConfigMap when the generation moved, the Job's suspension (never of a queued Job: Kueue owns it; while

@@ -25,7 +25,7 @@ import yaml
 from finetune_api.references import DOCKER_CONFIG_KEY, S3_KEYS, secret_refs
 from finetune_cli.main import validate_file
 from finetune_operator.admission import resolve_host
-from finetune_operator.handlers.admission import WEBHOOK_ID
+from finetune_operator.handlers import WEBHOOK_ID
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 

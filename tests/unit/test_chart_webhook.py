@@ -8,7 +8,7 @@ import base64
 from typing import Any
 
 from cryptography import x509
-from finetune_operator.handlers.admission import WEBHOOK_ID
+from finetune_operator.handlers import WEBHOOK_ID
 
 from tests import charttools
 from tests.charttools import CHART

@@ -200,7 +200,7 @@ def test_events_are_read_while_a_waiting_pod_has_no_live_nodeclaim_and_at_most_o
 def _index_ids(provisioning: Tracker | None) -> set[str]:
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(EventsKube([]), Settings(), OperatorMetrics(CollectorRegistry()), provisioning)
-    handlers.register(registry, reconciler, lambda: None)
+    handlers.register(registry, handlers.Context(reconciler, lambda: None, FakeKube()))
     return {handler.id for handler in registry._indexing.get_all_handlers()}
 
 
