@@ -23,7 +23,7 @@ from finetune_api import describe, fit
 from pydantic import ValidationError
 
 from finetune_operator import names, observed
-from finetune_operator.builders import storage, workload
+from finetune_operator.builders import pod, storage, workload
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
 from finetune_operator.kubeapi import KubeApi
@@ -32,13 +32,6 @@ from finetune_operator.provisioning import Provisioning
 from finetune_operator.status import TERMINAL, Observation, derive, transition_event
 
 logger = logging.getLogger(__name__)
-_TEMPLATE_KEYS = ("nodeSelector", "tolerations", "affinity", "priorityClassName")
-
-
-def _placement(job: dict[str, Any]) -> list[Any]:
-    """The parts of a Job's pod template that `spec.resources` decides."""
-    spec = job["spec"]["template"]["spec"]
-    return [spec["containers"][0].get("resources") or {}, *(spec.get(k) or None for k in _TEMPLATE_KEYS)]
 
 
 def _seconds_since(timestamp: str) -> float:
@@ -172,16 +165,16 @@ class Reconciler:
         # Kueue resumes any suspended Job whose Workload it admits: a queued job that runPolicy.suspend holds has no Job.
         held = policy.suspend and policy.queue_name is not None
         if job is None:
-            *others, desired_job = workload.desired(owner, self.settings)
-            for obj in others:
+            wanted = workload.children(owner, self.settings)
+            for obj in wanted.before_job():
                 self.kube.apply(obj)
             if held:
                 return None
-            if self.kube.create_job(desired_job):
+            if self.kube.create_job(wanted.job):
                 if created := (owner.job.metadata.model_extra or {}).get("creationTimestamp"):
                     self.metrics.create_to_workload.observe(_seconds_since(created))
                 logger.info("created %s/%s for FineTuneJob %s", ns, job_name, owner.name)
-            return desired_job
+            return wanted.job
         if previous.get("observedGeneration") not in (None, generation):
             self.kube.apply(workload.config_map(owner))  # runPolicy or resources changed
         suspended, facts = bool(job["spec"].get("suspend")), observed.job_facts(job)
@@ -195,7 +188,7 @@ class Reconciler:
         if policy.suspend and not suspended:
             self.kube.suspend_job(ns, job_name, True)
         elif not policy.suspend and suspended:
-            if _placement(job) != _placement(workload.job(owner, self.settings)):
+            if not pod.placement_matches(job["spec"]["template"]["spec"], owner, self.settings):
                 logger.info("resources of %s/%s changed while suspended: recreating its Job", ns, owner.name)
                 self.kube.delete_job(ns, job_name)  # the reconcile on its delete event creates it again
             else:

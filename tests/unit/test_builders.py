@@ -283,3 +283,17 @@ def test_karpenter_leaves_a_training_node_alone_unless_the_job_says_otherwise() 
     propagated = Settings(propagate_annotation_prefixes=("karpenter.sh/",))
     template = workload.job(body_owner, propagated)["spec"]["template"]["metadata"]
     assert template["annotations"] == {workload.KARPENTER_DO_NOT_DISRUPT: "false"}
+
+
+def test_a_job_is_placed_as_its_spec_asks_until_resources_change() -> None:
+    """The reconciler recreates a suspended Job whose spec.resources changed (`pod.placement_matches`)."""
+    from finetune_operator.builders import pod
+
+    built = workload.children(owner(), SETTINGS).job["spec"]["template"]["spec"]
+    assert pod.placement_matches(built, owner(), SETTINGS)
+    changed = [
+        owner(resources={"gpu": {"count": 2}}),
+        owner(resources={"nodeSelector": {"pool": "a100"}}),
+        owner(resources={"priorityClassName": "high"}),
+    ]
+    assert not any(pod.placement_matches(built, other, SETTINGS) for other in changed)

@@ -142,18 +142,45 @@ def container_security() -> dict[str, Any]:
     }
 
 
+PLACEMENT_KEYS = ("nodeSelector", "tolerations", "affinity", "priorityClassName")
+"""The pod spec's fields `spec.resources` decides, besides the container's resources."""
+
+
+def placement(owner: Owner, settings: Settings) -> dict[str, Any]:
+    """What `spec.resources` decides of a training pod: the container's `resources` and PLACEMENT_KEYS (None or
+    empty when unset)."""
+    return {
+        "resources": _resources(owner),
+        "nodeSelector": _node_selector(owner, settings),
+        "tolerations": _tolerations(owner, settings),
+        "affinity": _affinity(owner),
+        "priorityClassName": owner.job.spec.resources.priority_class_name,
+    }
+
+
+def placement_matches(pod: dict[str, Any], owner: Owner, settings: Settings) -> bool:
+    """Whether an existing pod spec (a Job's template) is placed as `spec.resources` now asks (empty = unset)."""
+    found = {
+        "resources": pod["containers"][0].get("resources"),
+        **{key: pod.get(key) for key in PLACEMENT_KEYS},
+    }
+    wanted = placement(owner, settings)
+    return all((found[key] or None) == (wanted[key] or None) for key in wanted)
+
+
 def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) -> dict[str, Any]:
     """The training pod's spec; `extra_env` carries the multi-node rendezvous."""
     spec = owner.job.spec
     volumes, mounts = storage.volumes_and_mounts(owner)
     secret_env, env_from = _secret_env(secret_refs(spec))
+    where = placement(owner, settings)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "args": ["--config", CONFIG_PATH],
         "env": _env(owner, extra_env + secret_env + _settings_env(settings)),
-        "resources": _resources(owner),
+        "resources": where.pop("resources"),
         "volumeMounts": mounts,
         "securityContext": container_security(),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
@@ -171,10 +198,7 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
         "terminationGracePeriodSeconds": 120,
     }  # fmt: skip
     optional: dict[str, Any] = {
-        "nodeSelector": _node_selector(owner, settings),
-        "tolerations": _tolerations(owner, settings),
-        "affinity": _affinity(owner),
-        "priorityClassName": spec.resources.priority_class_name,
+        **where,
         "serviceAccountName": settings.service_account,
         "imagePullSecrets": [{"name": name} for name in settings.image_pull_secrets],
     }

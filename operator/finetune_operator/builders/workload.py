@@ -14,6 +14,7 @@ Karpenter does not consolidate, expire or replace a node while training runs on 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from finetune_api.trainer import (
@@ -127,7 +128,29 @@ def job(owner: Owner, settings: Settings) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 
+@dataclass(frozen=True)
+class Children:
+    """The objects a FineTuneJob needs; the PVC (an output.volume claim of the user's) and the Service (one node)
+    may be absent."""
+
+    pvc: dict[str, Any] | None
+    config_map: dict[str, Any]
+    service: dict[str, Any] | None
+    job: dict[str, Any]
+
+    def before_job(self) -> list[dict[str, Any]]:
+        """What the Job's pods mount or resolve, in creation order."""
+        return [obj for obj in (self.pvc, self.config_map, self.service) if obj is not None]
+
+
+def children(owner: Owner, settings: Settings) -> Children:
+    """Every object the job needs."""
+    return Children(
+        storage.output_pvc(owner, settings), config_map(owner), service(owner), job(owner, settings)
+    )
+
+
 def desired(owner: Owner, settings: Settings) -> list[dict[str, Any]]:
     """Every object the job needs, in creation order (the Job last: its pods mount the others)."""
-    objects = [storage.output_pvc(owner, settings), config_map(owner), service(owner), job(owner, settings)]
-    return [obj for obj in objects if obj is not None]
+    built = children(owner, settings)
+    return [*built.before_job(), built.job]
