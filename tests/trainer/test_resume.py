@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from finetune_api.trainer import ExitCode
 from finetune_trainer import checkpoint, ownership, recipe
 
@@ -147,3 +148,26 @@ def test_checkpoints_that_record_no_run_are_refused(train: Callable[..., Run]) -
 
     assert again.rc == ExitCode.INVALID_CONFIG
     assert "belongs to a run that recorded no identity (an older trainer)" in again.summary["message"]
+
+
+class _RunsCode:
+    """A pickle that would create `marker` when unpickled: what a crafted checkpoint holds."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Path.touch, (str(self.marker),))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("name", ["rng-0.pt", "optimizer.pt"])
+def test_a_crafted_checkpoint_file_is_refused_not_run(tmp_path: Path, name: str) -> None:
+    marker, crafted = tmp_path / "ran", tmp_path / name
+    torch.save({"state": _RunsCode(marker)}, crafted)
+    with pytest.raises(
+        checkpoint.UnsafeCheckpointError, match=f"checkpoint file {crafted} holds more than tensors"
+    ):
+        checkpoint.load_tensors(crafted)
+    assert not marker.exists()
+    torch.load(crafted, weights_only=False)  # what it would have done: the file really runs code
+    assert marker.exists()

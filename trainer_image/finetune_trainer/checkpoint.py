@@ -12,19 +12,22 @@ step (see `recipe._batches`), restoring the step, weights, optimizer and RNG con
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from finetune_trainer import ownership
 from finetune_trainer.distributed import World, barrier, is_rank_zero
-from finetune_trainer.engine import Engine
+
+if TYPE_CHECKING:
+    from finetune_trainer.engine import Engine
 
 KEEP = 2
 """Complete checkpoints kept; older ones are deleted after a new one is complete."""
@@ -45,17 +48,24 @@ class Position:
 
 
 def _rng_state() -> dict[str, Any]:
+    """Every generator's state in types `torch.load(weights_only=True)` reads (numpy's key as a tensor)."""
+    _, key, pos, has_gauss, cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    }  # fmt: skip
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    legacy = state["numpy"]
+    key = legacy["key"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", key, legacy["pos"], legacy["has_gauss"], legacy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -93,6 +103,22 @@ def save(
     return final
 
 
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds more than tensors and plain values: loading it could run code, so it is not loaded."""
+
+
+def load_tensors(path: Path, map_location: Any = None) -> Any:
+    """`torch.load` that never unpickles code (`weights_only=True`): a crafted file in a reused output volume is
+    refused with UnsafeCheckpointError instead of run."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"checkpoint file {path} holds more than tensors and plain values (crafted, or written by an older "
+            "trainer); not loaded, since loading it could run code. Delete the checkpoints folder to start over"
+        ) from exc
+
+
 def restore(engine: Engine, root: Path, world: World) -> Position | None:
     """Load the newest complete checkpoint under `root` into `engine` and the RNGs; None when there is none."""
     found = complete_checkpoints(root)
@@ -102,5 +128,5 @@ def restore(engine: Engine, root: Path, world: World) -> Position | None:
     engine.load_state(latest)
     rng = latest / f"rng-{world.rank}.pt"
     if rng.exists():  # a run restarted with more processes than it saved with starts the new ranks fresh
-        _set_rng_state(torch.load(rng, weights_only=False))
+        _set_rng_state(load_tensors(rng))
     return Position(**json.loads((latest / "state.json").read_text()))

@@ -18,7 +18,7 @@ import torch
 import transformers
 from finetune_api.job import FineTuneJobSpec
 
-from finetune_trainer import deepspeed_config
+from finetune_trainer import checkpoint, deepspeed_config
 from finetune_trainer.distributed import World, is_rank_zero
 from finetune_trainer.model import Placement, trainable_parameters
 
@@ -180,7 +180,7 @@ class TorchEngine:
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
-        state = torch.load(directory / "optimizer.pt", map_location=self.placement.device, weights_only=False)
+        state = checkpoint.load_tensors(directory / "optimizer.pt", map_location=self.placement.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

@@ -10,16 +10,17 @@ from pathlib import Path
 
 from finetune_api.trainer import ExitCode, TerminationMessage, failed
 
-from finetune_trainer import batching, data, export, ownership
+from finetune_trainer import batching, checkpoint, data, export, ownership
 
 INVALID_CONFIG_ERRORS: tuple[type[Exception], ...] = (
     data.DataError,
     ownership.CheckpointMismatch,
+    checkpoint.UnsafeCheckpointError,
     batching.UnsupportedBatchingError,
     export.ExportError,
 )
 """Failures no retry can fix: the dataset's content (a bad row, too few rows, an unknown format), another run's
-checkpoints or result in this run's folders, a batching the model's attention cannot do, or an export the exporter
+checkpoints or result in this run's folders, a checkpoint file that is not weights-only, a batching the model's attention cannot do, or an export the exporter
 cannot write or that does not reproduce the trained model. They exit with
 `ExitCode.INVALID_CONFIG`, as a config that does not validate does (`__main__`), so the Job fails at once. Everything
 else (unreachable storage, the hub, memory, library errors) exits `ExitCode.FAILED` and is retried."""
