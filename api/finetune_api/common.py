@@ -6,7 +6,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from finetune_api.base import ApiModel
+from finetune_api.base import ApiModel, Rule
+from finetune_api.uris import PARENT_SEGMENT, climbs
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -48,4 +49,17 @@ class SecretRef(ApiModel):
             "variable of the same name (e.g. HF_TOKEN). For s3:// the whole Secret is used (leave key unset); for "
             "oci:// the key holding the docker config.json (default .dockerconfigjson)."
         ),
+    )
+
+
+def stays_inside(field: str, attribute: str) -> Rule:
+    """The rule that URI field `field` (the model attribute `attribute`) has no `..` segment, for the API server too
+    (the offline twin is `uris.check_uri`'s)."""
+    cel_pattern = PARENT_SEGMENT.replace("\\", "\\\\")
+    return Rule(
+        field=field,
+        message=f"{field} may not have a '..' segment (it would leave the claim, bucket or folder it names); give "
+        "the path inside it",
+        check=lambda obj: not climbs(getattr(obj, attribute)),
+        cel=f"!has(self.{field}) || !self.{field}.matches('{cel_pattern}')",
     )

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from finetune_api.base import ApiModel, Rule
-from finetune_api.common import SecretRef
+from finetune_api.common import SecretRef, stays_inside
 from finetune_api.presets import TaskType
 from finetune_api.uris import DATASET_SCHEMES, check_uri
 
@@ -237,6 +237,7 @@ class DatasetSpec(ApiModel):
         return check_uri(uri, DATASET_SCHEMES)
 
     rules = (
+        stays_inside("uri", "uri"),
         Rule(
             field="format",
             message="dataset.format hf is for hf:// URIs only; pick jsonl, json, csv or parquet",

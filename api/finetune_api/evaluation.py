@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import Field, field_validator
 
 from finetune_api.base import ApiModel, Rule
+from finetune_api.common import stays_inside
 from finetune_api.presets import TaskType
 from finetune_api.uris import DATASET_SCHEMES, check_uri
 
@@ -111,6 +112,7 @@ class EvaluationSpec(ApiModel):
         return None if uri is None else check_uri(uri, DATASET_SCHEMES)
 
     rules = (
+        stays_inside("datasetUri", "dataset_uri"),
         Rule(
             field="datasetSplit",
             message="evaluation.datasetSplit only applies to an hf:// evaluation.datasetUri (a file is one split); "

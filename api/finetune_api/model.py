@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from finetune_api.base import ApiModel, Rule
-from finetune_api.common import SecretRef
+from finetune_api.common import SecretRef, stays_inside
 from finetune_api.presets import MethodType, PresetName
 from finetune_api.uris import MODEL_SCHEMES, check_uri
 
@@ -54,6 +54,7 @@ class ModelSpec(ApiModel):
         return None if uri is None else check_uri(uri, MODEL_SCHEMES)
 
     rules = (
+        stays_inside("uri", "uri"),
         Rule(
             field="preset",
             message="set exactly one of model.preset and model.uri",

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator
 
 from finetune_api.base import ApiModel, Rule
-from finetune_api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef
+from finetune_api.common import DNS_LABEL, DNS_SUBDOMAIN, SecretRef, stays_inside
 from finetune_api.uris import OUTPUT_SCHEMES, check_uri
 
 ExportFormat = Literal["merged", "onnx"]
@@ -60,6 +60,8 @@ class OutputSpec(ApiModel):
             "the same rows; a mismatch fails the run and publishes nothing."
         ),
     )
+
+    rules = (stays_inside("uri", "uri"),)
 
     @field_validator("uri")
     @classmethod

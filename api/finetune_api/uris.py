@@ -49,8 +49,21 @@ def scheme_of(uri: str) -> str:
     return uri.split("://", 1)[0] if "://" in uri else ""
 
 
+PARENT_SEGMENT = r"(^|/)\.\.(/|$)"
+"""A `..` path segment, which would leave the claim, bucket, prefix or folder a URI names."""
+
+
+def climbs(uri: str | None) -> bool:
+    """True when a path segment of `uri` (after scheme://) is `..`."""
+    return uri is not None and re.search(PARENT_SEGMENT, uri.split("://", 1)[-1]) is not None
+
+
 def check_uri(uri: str, allowed: tuple[Scheme, ...]) -> str:
     """Return `uri` if it is well-formed for one of `allowed` schemes, else raise ValueError saying how to fix it."""
+    if climbs(uri):
+        raise ValueError(
+            f"{uri!r} has a '..' segment, which would leave what it names; give the path inside it"
+        )
     scheme = scheme_of(uri)
     if scheme not in allowed:
         shapes = ", ".join(f"{s}://…" for s in allowed)

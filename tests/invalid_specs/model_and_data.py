@@ -28,6 +28,15 @@ MODEL_AND_DATA: list[InvalidSpec] = [
     ),
     # model
     case("model-preset-and-uri", "spec.model.preset", {"model": {"uri": "hf://org/name"}}),
+    case(
+        "model-uri-climbs", "spec.model.uri", {"model": {"preset": DELETE, "uri": "pvc://models/../secrets"}}
+    ),
+    case("dataset-uri-climbs", "spec.dataset.uri", {"dataset": {"uri": "pvc://data/../../etc/passwd"}}),
+    case(
+        "evaluation-dataset-uri-climbs",
+        "spec.evaluation.datasetUri",
+        {"evaluation": {"enabled": True, "datasetUri": "s3://bucket/../other.jsonl"}},
+    ),
     case("model-neither", "spec.model.preset", {"model": {"preset": DELETE}}),
     case("model-unknown-preset", "spec.model.preset", {"model": {"preset": "gpt-5"}}),
     case("model-uri-bad-scheme", "spec.model.uri", {"model": {"preset": DELETE, "uri": "ftp://host/model"}}),

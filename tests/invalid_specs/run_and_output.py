@@ -166,6 +166,8 @@ RUN_AND_OUTPUT: list[InvalidSpec] = [
         "spec.distributed.processesPerNode",
         {"distributed": {"processesPerNode": 4}, "resources": {"gpu": {"count": 2}}},
     ),
+    case("output-uri-climbs", "spec.output.uri", {"output": {"uri": "pvc://results/../other-team"}}),
+    case("output-s3-prefix-climbs", "spec.output.uri", {"output": {"uri": "s3://bucket/team-a/../team-b"}}),
     case(
         "processes-exceed-the-default-gpu",
         "spec.distributed.processesPerNode",

@@ -164,3 +164,13 @@ def test_finetune_run_reads_and_writes_s3_with_the_shell_s_credentials(
     assert "adapter: s3://results/local" in result.output
     assert client.stat_object("results", "local/manifest.json").size > 0
     assert object_store.secret_key not in result.output
+
+
+@pytest.mark.parametrize("key", ["../escape.txt", "a/../../escape.txt", "/../../etc/passwd"])
+def test_an_object_key_cannot_write_outside_the_download_folder(tmp_path: Path, key: str) -> None:
+    from finetune_trainer import s3
+
+    dest = tmp_path / "download"
+    with pytest.raises(s3.StorageError, match="points outside the download folder"):
+        s3.target_in(dest, key, "s3://bucket/prefix")
+    assert s3.target_in(dest, "sub/ok.txt", "s3://bucket/prefix") == (dest / "sub" / "ok.txt").resolve()

@@ -117,6 +117,17 @@ def _code(exc: Exception) -> str:
     return (exc.code or "error") if isinstance(exc, S3Error) else f"{type(exc).__name__}: {exc}"
 
 
+def target_in(dest: Path, relative: str, uri: str) -> Path:
+    """Where object `relative` (its key under the prefix) is written: under `dest`, or StorageError for a key whose
+    `..` segments would leave it (a crafted key must not write anywhere else in the pod)."""
+    target = (dest / relative).resolve()
+    if not target.is_relative_to(dest.resolve()):
+        raise StorageError(
+            f"{uri}: object key {relative!r} points outside the download folder; not downloaded"
+        )
+    return target
+
+
 def download(uri: str, dest: Path, role: StorageRole) -> Path:
     """The object `uri` (a file: returns dest/<name>) or every object under the prefix `uri` (returns `dest`),
     sizes checked; a folder's manifest.json digests are checked too. Already complete `dest`s are reused."""
@@ -131,7 +142,7 @@ def download(uri: str, dest: Path, role: StorageRole) -> Path:
             raise StorageError(f"{uri}: no such object, and no objects under it")
         for item in chosen:
             relative = item.object_name[len(base) :].lstrip("/")
-            target = dest / relative
+            target = target_in(dest, relative, uri)
             if not (target.is_file() and target.stat().st_size == item.size):
                 store.fget_object(bucket, item.object_name, str(target))
             if target.stat().st_size != item.size:

@@ -21,7 +21,7 @@ from finetune_api.data import DatasetSpec
 from finetune_api.model import ModelSpec
 from finetune_api.presets import PRESETS
 from finetune_api.trainer import TrainerPaths
-from finetune_api.uris import resolved_problem, scheme_of
+from finetune_api.uris import climbs, resolved_problem, scheme_of
 
 from finetune_trainer import remote
 
@@ -52,6 +52,8 @@ def mounted_candidates(uri: str, data_dir: Path) -> tuple[Path, Path]:
 
 def mounted(uri: str, paths: TrainerPaths) -> Path:
     """The first of `mounted_candidates` that exists; StorageError naming both otherwise."""
+    if climbs(uri):  # the API refuses these; a config written by hand must not leave the volume either
+        raise StorageError(f"{uri}: a '..' segment would leave the mounted volume")
     tried = mounted_candidates(uri, Path(paths.data_dir))
     for candidate in tried:
         if candidate.exists():
