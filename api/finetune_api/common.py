@@ -45,9 +45,11 @@ class SecretRef(ApiModel):
         max_length=253,
         pattern=r"^[-._a-zA-Z0-9]+$",
         description=(
-            "Key inside the Secret. When unset, every key of the Secret is exposed to the trainer as an environment "
-            "variable of the same name (e.g. HF_TOKEN). For s3:// the whole Secret is used (leave key unset); for "
-            "oci:// the key holding the docker config.json (default .dockerconfigjson)."
+            "Key inside the Secret. The pod only gets the keys the trainer reads, each as its own variable (never the "
+            "whole Secret): for hf:// and presets the key holding the Hugging Face token (default HF_TOKEN), exposed "
+            "as HF_TOKEN; for s3:// leave it unset (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optional "
+            "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_DEFAULT_REGION); for oci:// "
+            "the key holding the docker config.json (default .dockerconfigjson), mounted as a file."
         ),
     )
 

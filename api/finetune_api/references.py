@@ -17,6 +17,11 @@ from finetune_api.uris import scheme_of
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 """What an s3:// Secret must hold (AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_REGION are optional)."""
+S3_VARIABLES = (*S3_KEYS, "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                "AWS_DEFAULT_REGION")  # fmt: skip
+"""Every variable the trainer reads from an s3:// Secret: the pod gets these keys and no others."""
+HF_TOKEN = "HF_TOKEN"
+"""The variable the trainer (huggingface_hub) reads a Hugging Face token from."""
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
 """The key of a kubernetes.io/dockerconfigjson Secret: what an oci:// Secret must hold (unless it names another)."""
 
@@ -46,6 +51,22 @@ def secret_refs(spec: FineTuneJobSpec) -> list[SecretUse]:
         for field, ref, role, uri in named
         if ref is not None
     ]
+
+
+class Exposed(NamedTuple):
+    """One Secret key as the pod gets it: a variable the trainer reads, never one the Secret's author chose."""
+
+    variable: str
+    key: str
+    optional: bool
+
+
+def exposed(use: SecretUse) -> list[Exposed]:
+    """The keys of `use`'s Secret the pod gets, each as its own variable (oci:// Secrets are mounted instead): for
+    s3:// the S3_VARIABLES (only S3_KEYS required), otherwise HF_TOKEN (from `key` when set, then required)."""
+    if use.scheme == "s3":
+        return [Exposed(name, name, name not in S3_KEYS) for name in S3_VARIABLES]
+    return [Exposed(HF_TOKEN, use.ref.key or HF_TOKEN, use.ref.key is None)]
 
 
 def missing_keys(use: SecretUse, keys: Collection[str]) -> str | None:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from finetune_api.references import S3_VARIABLES
 from finetune_api.trainer import CONFIG_FILE_NAME, INSECURE_REGISTRIES_ENV, TrainerConfig
 from finetune_operator import config, names
 from finetune_operator.builders import storage, workload
@@ -120,7 +121,8 @@ def test_secrets_reach_the_container_by_reference_only() -> None:
     assert [e for e in container["env"] if e["name"] == "HF_TOKEN"] == [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}}
     ]
-    assert container["envFrom"] == [{"secretRef": {"name": "data-keys"}}]
+    assert "envFrom" not in container  # a Secret cannot set LD_PRELOAD, PATH or a proxy: only the keys read
+    assert {e["name"] for e in container["env"] if "valueFrom" in e} == {"HF_TOKEN"}  # the model's, once
     config = workload.config_map(owner(**spec))["data"][CONFIG_FILE_NAME]
     assert "valueFrom" not in config and "secretKeyRef" not in config
 
@@ -137,10 +139,18 @@ def test_storage_secrets_reach_each_role_under_its_own_name() -> None:
             "dataset": {"uri": "s3://corpora/train.jsonl", "secretRef": {"name": "s3-data"}},
             "output": {"uri": "s3://results/run", "pushSecretRef": {"name": "s3-out"}}}  # fmt: skip
     container, pod = _container(**spec), _pod(**spec)
-    assert container["envFrom"] == [
-        {"secretRef": {"name": "s3-data"}, "prefix": "FINETUNE_DATASET_"},
-        {"secretRef": {"name": "s3-out"}, "prefix": "FINETUNE_OUTPUT_"},
-    ]
+    assert "envFrom" not in container
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["FINETUNE_DATASET_AWS_ACCESS_KEY_ID"] == {"name": "s3-data", "key": "AWS_ACCESS_KEY_ID"}
+    assert refs["FINETUNE_OUTPUT_AWS_ENDPOINT_URL"] == {
+        "name": "s3-out",
+        "key": "AWS_ENDPOINT_URL",
+        "optional": True,
+    }
+    assert {
+        name.removeprefix("FINETUNE_DATASET_") for name in refs if name.startswith("FINETUNE_DATASET_")
+    } == set(S3_VARIABLES)
+    assert all(name.startswith(("FINETUNE_DATASET_", "FINETUNE_OUTPUT_")) for name in refs)
     assert {"name": "FINETUNE_MODEL_DOCKER_CONFIG", "value": "/var/run/finetune/registry/model"} in container[
         "env"
     ]
@@ -297,3 +307,14 @@ def test_a_job_is_placed_as_its_spec_asks_until_resources_change() -> None:
         owner(resources={"priorityClassName": "high"}),
     ]
     assert not any(pod.placement_matches(built, other, SETTINGS) for other in changed)
+
+
+def test_a_secret_key_cannot_name_the_variable_it_sets() -> None:
+    """`key: LD_PRELOAD` hands its value to HF_TOKEN, the variable the trainer reads, not to LD_PRELOAD."""
+    container = _container(
+        model={"uri": "hf://org/model", "accessSecretRef": {"name": "x", "key": "LD_PRELOAD"}}
+    )
+    secret_env = [e for e in container["env"] if "valueFrom" in e]
+    assert secret_env == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "x", "key": "LD_PRELOAD"}}}
+    ]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from finetune_api.references import S3_VARIABLES
 from finetune_trainer import oci, remote, s3
 
 DIGEST = "sha256:" + "a" * 64
@@ -52,11 +53,11 @@ def test_docker_config_credentials_by_auth_or_by_fields(tmp_path: Path) -> None:
 def test_each_role_reads_its_prefixed_variables_then_the_plain_ones(tmp_path: Path) -> None:
     env = {"FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID": "out", "AWS_ACCESS_KEY_ID": "plain", "AWS_REGION": "eu-west-1",
            "FINETUNE_MODEL_DOCKER_CONFIG": str(tmp_path)}  # fmt: skip
-    assert remote.role_env("output", remote.S3_VARIABLES, env) == {
+    assert remote.role_env("output", S3_VARIABLES, env) == {
         "AWS_ACCESS_KEY_ID": "out",
         "AWS_REGION": "eu-west-1",
     }
-    assert remote.role_env("dataset", remote.S3_VARIABLES, env)["AWS_ACCESS_KEY_ID"] == "plain"
+    assert remote.role_env("dataset", S3_VARIABLES, env)["AWS_ACCESS_KEY_ID"] == "plain"
     assert remote.docker_config("model", env) is None  # the folder has no config.json
     (tmp_path / "config.json").write_text("{}")
     assert remote.docker_config("model", env) == tmp_path / "config.json"

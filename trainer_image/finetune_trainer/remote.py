@@ -16,10 +16,6 @@ from pathlib import Path
 
 from finetune_api.trainer import INSECURE_REGISTRIES_ENV, StorageRole, credential_prefix
 
-S3_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-    "AWS_REGION", "AWS_DEFAULT_REGION",
-)  # fmt: skip
 """The standard AWS variables the S3 client reads (the names AWS's own SDKs use)."""
 
 INSECURE_REGISTRIES = INSECURE_REGISTRIES_ENV

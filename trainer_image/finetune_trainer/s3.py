@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from finetune_api.references import S3_VARIABLES
 from finetune_api.trainer import StorageRole
 
 from finetune_trainer import remote
@@ -47,7 +48,7 @@ def client(role: StorageRole, environ: Mapping[str, str] | None = None) -> Any:
     """A `minio.Minio` for `role`'s endpoint and credentials (see the module docstring)."""
     import minio
 
-    env = remote.role_env(role, remote.S3_VARIABLES, environ)
+    env = remote.role_env(role, S3_VARIABLES, environ)
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
     parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from finetune_api.references import SecretUse, secret_refs
+from finetune_api.references import SecretUse, exposed, secret_refs
 from finetune_api.trainer import (
     CONFIG_PATH,
     INSECURE_REGISTRIES_ENV,
@@ -89,27 +89,25 @@ def _tolerations(owner: Owner, settings: Settings) -> list[dict[str, Any]]:
     return tolerations
 
 
-def _secret_env(uses: list[SecretUse]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(env, envFrom) exposing the referenced Secrets: one key as a variable of that name, or every key; s3://
-    Secrets under the role's prefix; oci:// Secrets by the path of their mounted docker config."""
+def _secret_env(uses: list[SecretUse]) -> list[dict[str, Any]]:
+    """The variables exposing the referenced Secrets, each key by its own `secretKeyRef` (never `envFrom`: a Secret
+    cannot set LD_PRELOAD, PATH or a proxy): s3:// keys under the role's prefix, oci:// Secrets by the path of their
+    mounted docker config."""
     env: list[dict[str, Any]] = []
-    env_from: list[dict[str, Any]] = []
-    seen: set[tuple[str, str | None, str]] = set()
+    seen: set[str] = set()
     for use in uses:
-        ref, prefix = use.ref, credential_prefix(use.role)
+        prefix = credential_prefix(use.role)
         if use.scheme == "oci":
             env.append({"name": f"{prefix}DOCKER_CONFIG", "value": registry_auth_dir(use.role)})
             continue
-        prefix = prefix if use.scheme == "s3" else ""
-        if (ref.name, ref.key, prefix) in seen:
-            continue
-        seen.add((ref.name, ref.key, prefix))
-        if ref.key is None:
-            env_from.append({"secretRef": {"name": ref.name}, **({"prefix": prefix} if prefix else {})})
-        else:
-            env.append({"name": prefix + ref.key,
-                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})  # fmt: skip
-    return env, env_from
+        for item in exposed(use):
+            name = (prefix if use.scheme == "s3" else "") + item.variable
+            if name in seen:
+                continue
+            seen.add(name)
+            ref = {"name": use.ref.name, "key": item.key, **({"optional": True} if item.optional else {})}
+            env.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def _env(owner: Owner, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -172,7 +170,7 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
     """The training pod's spec; `extra_env` carries the multi-node rendezvous."""
     spec = owner.job.spec
     volumes, mounts = storage.volumes_and_mounts(owner)
-    secret_env, env_from = _secret_env(secret_refs(spec))
+    secret_env = _secret_env(secret_refs(spec))
     where = placement(owner, settings)
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -186,8 +184,6 @@ def pod_spec(owner: Owner, settings: Settings, extra_env: list[dict[str, Any]]) 
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if env_from:
-        container["envFrom"] = env_from
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
