@@ -36,7 +36,8 @@ class ModelSpec(ApiModel):
     trust_remote_code: bool = Field(
         default=False,
         description=(
-            "Allow the checkpoint to run its own Python code when loaded. Only enable for checkpoints you trust."
+            "Allow the checkpoint to run its own Python code when loaded. Only enable for checkpoints you trust; "
+            "refused (reason NotAllowed) unless the installation allows it (the chart's trainer.allowTrustRemoteCode)."
         ),
     )
     access_secret_ref: SecretRef | None = Field(

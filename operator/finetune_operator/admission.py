@@ -58,15 +58,19 @@ def review(
     secret_keys: SecretKeys | None,
     resolve: Resolve | None,
     gpu_fit: bool = True,
+    allow_remote_code: bool = True,
 ) -> Review:
     """The verdict on one FineTuneJob manifest in `namespace`; a check whose lookup is None is skipped, and the
-    GPU-fit verdict without `gpu_fit` (`finetune run` trains on this machine, not on the GPUs asked for)."""
+    GPU-fit verdict without `gpu_fit` (`finetune run` trains on this machine, not on the GPUs asked for).
+    `allow_remote_code` is the installation's `allow_trust_remote_code` (`finetune validate` knows no cluster)."""
     try:
         spec = api.parse(document).spec
     except ValidationError as exc:
         return Review(problems=api.describe(exc))
     found = fit.problem(spec) if gpu_fit else None
     problems = [found] if found is not None else []
+    if (refused := remote_code_problem(spec, allow_remote_code)) is not None:
+        problems.append(refused)
     if secret_keys is not None:
         problems += secret_problems(spec, namespace, secret_keys)
     warnings: list[str] = []
@@ -83,6 +87,17 @@ def review(
             if problem is not None:
                 problems.append(f"{name}: {problem}")
     return Review(problems, warnings)
+
+
+def remote_code_problem(spec: FineTuneJobSpec, allowed: bool) -> str | None:
+    """Why the job may not run its model repository's code here (None when it does not ask to, or may)."""
+    if not spec.model.trust_remote_code or allowed:
+        return None
+    return (
+        "spec.model.trustRemoteCode: this installation does not run code from model repositories (the chart's "
+        "trainer.allowTrustRemoteCode is false); use a model that transformers loads without remote code, or ask "
+        "the platform team to allow it"
+    )
 
 
 def secret_problems(spec: FineTuneJobSpec, namespace: str, secret_keys: SecretKeys) -> list[str]:

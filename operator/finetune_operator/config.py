@@ -61,6 +61,11 @@ class Settings(BaseModel):
         default=None,
         description="ServiceAccount of the training pods (none needs API access); default: the namespace's.",
     )
+    allow_trust_remote_code: bool = Field(
+        default=False,
+        description="Whether jobs may set model.trustRemoteCode, which runs the model repository's Python in the "
+        "training pod; when false (the default) the webhook and the operator refuse such jobs.",
+    )
     insecure_registries: CommaSeparated = Field(
         default=(),
         description="Registries (host or host:port) the training pods reach over plain HTTP for oci:// models and "

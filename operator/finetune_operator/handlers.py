@@ -150,7 +150,10 @@ def validate_finetunejob(
         return
     namespace = namespace or "default"
     secret_keys = functools.partial(context(memo).kube.secret_keys, namespace)
-    verdict = admission.review(dict(body), namespace, secret_keys, admission.resolve_host)
+    allowed = context(memo).reconciler.settings.allow_trust_remote_code
+    verdict = admission.review(
+        dict(body), namespace, secret_keys, admission.resolve_host, allow_remote_code=allowed
+    )
     warnings.extend(verdict.warnings)
     if verdict.problems:
         raise kopf.AdmissionError(verdict.message(), code=422)

@@ -22,7 +22,7 @@ from typing import Any
 from finetune_api import describe, fit
 from pydantic import ValidationError
 
-from finetune_operator import names, observed
+from finetune_operator import admission, names, observed
 from finetune_operator.builders import pod, storage, workload
 from finetune_operator.builders.meta import Owner
 from finetune_operator.config import Settings
@@ -32,6 +32,8 @@ from finetune_operator.provisioning import Provisioning
 from finetune_operator.status import TERMINAL, Observation, derive, transition_event
 
 logger = logging.getLogger(__name__)
+NOT_ALLOWED = "NotAllowed"
+"""The Failed reason of a job the installation's policy refuses (model.trustRemoteCode without the chart's leave)."""
 
 
 def _seconds_since(timestamp: str) -> float:
@@ -150,9 +152,9 @@ class Reconciler:
         else:
             verdict = fit.verdict(owner.job.spec)
             problem = verdict.problem() if verdict else None
-            parsed = Parsed(
-                owner, (fit.REASON, problem) if problem else None, verdict.status() if verdict else None
-            )
+            refused = admission.remote_code_problem(owner.job.spec, self.settings.allow_trust_remote_code)
+            refusal = (NOT_ALLOWED, refused) if refused else (fit.REASON, problem) if problem else None
+            parsed = Parsed(owner, refusal, verdict.status() if verdict else None)
         self._owners[meta["uid"]] = (meta.get("resourceVersion"), parsed)
         return parsed
 

@@ -177,3 +177,11 @@ def test_validate_prints_warnings_and_still_passes(tmp_path: Path) -> None:
     assert f"✓ {path}" in result.output
     assert "spec.dataset.uri: 'no-such-host.invalid' does not resolve here" in result.output
     assert validate_file(path, resolve=None).warnings == []
+
+
+def test_remote_code_is_refused_unless_the_installation_allows_it() -> None:
+    remote = job(model={"preset": DELETE, "uri": "hf://org/custom", "trustRemoteCode": True})
+    refused = review(remote, "default", None, resolve({}), allow_remote_code=False)
+    assert refused.problems == [admission.remote_code_problem(api.parse(remote).spec, False)]
+    assert refused.problems[0].startswith("spec.model.trustRemoteCode: this installation does not run code")
+    assert review(remote, "default", None, resolve({}), allow_remote_code=True).problems == []

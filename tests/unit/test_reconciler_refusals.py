@@ -17,9 +17,10 @@ class RecordingKube(FakeKube):
     """Records writes instead of sending them."""
 
 
-def _reconcile(**spec: Any) -> RecordingKube:
+def _reconcile(settings: Settings | None = None, **spec: Any) -> RecordingKube:
     kube = RecordingKube()
-    Reconciler(kube, Settings(), OperatorMetrics(CollectorRegistry())).reconcile(body(**spec), None, [])
+    reconciler = Reconciler(kube, settings or Settings(), OperatorMetrics(CollectorRegistry()))
+    reconciler.reconcile(body(**spec), None, [])
     return kube
 
 
@@ -32,8 +33,9 @@ LLAMA8B_FULL = {"model": {"preset": "llama-3.1-8b-instruct"}, "method": {"type":
         ({"dataset": {"uri": "https://10.0.0.5/d.csv"}}, "InvalidSpec", "spec.dataset.uri"),
         ({**LLAMA8B_FULL, "resources": {"gpu": {"count": 1, "minMemoryGiB": 24}}}, "DoesNotFit",
          "spec.resources.gpu.minMemoryGiB"),
+        ({"model": {"uri": "hf://org/custom", "trustRemoteCode": True}}, "NotAllowed", "spec.model.trustRemoteCode"),
     ],
-    ids=["invalid", "does-not-fit"],
+    ids=["invalid", "does-not-fit", "remote-code-not-allowed"],
 )  # fmt: skip
 def test_a_refused_spec_fails_at_once_and_creates_nothing(
     spec: dict[str, Any], reason: str, field: str
@@ -63,3 +65,10 @@ def test_the_fake_and_the_real_client_both_implement_kube_api() -> None:
 
     assert isinstance(FakeKube(), KubeApi)
     assert all(callable(getattr(Kube, name, None)) for name in dir(KubeApi) if not name.startswith("_"))
+
+
+def test_remote_code_runs_where_the_installation_allows_it() -> None:
+    kube = _reconcile(
+        Settings(allow_trust_remote_code=True), model={"uri": "hf://org/custom", "trustRemoteCode": True}
+    )
+    assert kube.statuses[0]["phase"] == "Pending" and kube.created
